@@ -1,0 +1,58 @@
+"""The main job: connect to (or start) Ray, run or resume a study, write its report.
+
+Shared by ``python experiments/grid.py`` and ``doitray study run``. It sits above ``study`` and
+``report`` (it calls both), which is why it is not part of either.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from doitray.study.spec import StudySpec
+
+LOCAL_DRIVER_SLOTS = 1000  # TRAIN_DRIVER units on a local node: trial drivers never wait for it
+
+
+def connect_ray(address: str | None = None, *, num_cpus: int | None = None) -> str:
+    """Attach to ``address`` / ``RAY_ADDRESS`` (``ray job submit`` sets it), else start a local Ray.
+
+    A local Ray gets the ``TRAIN_DRIVER`` resource so trial drivers are placed as on a cluster.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return "existing"
+    env = {"RAY_DATA_DISABLE_PROGRESS_BARS": os.environ.get("RAY_DATA_DISABLE_PROGRESS_BARS", "1")}
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
+        return address
+    ray.init(num_cpus=num_cpus or max(2, os.cpu_count() or 2), resources={"TRAIN_DRIVER": LOCAL_DRIVER_SLOTS},
+             include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+    return "local"
+
+
+def main_run(spec: StudySpec, *, address: str | None = None, retry_failed: bool = False, report: bool = True,
+             quiet: bool = False) -> dict:
+    """Run the study end to end; returns where its results and report are."""
+    import ray.data
+
+    from doitray.study.runner import run_study
+
+    t0 = time.time()
+    where = connect_ray(address)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    log = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
+    log(f"[doitray] study {spec.name} on Ray ({where}); results under {spec.storage}")
+    outcome = run_study(spec)
+    out = {"study": spec.name, "storage": outcome.root, "cells": outcome.total, "done": outcome.done,
+           "failed": outcome.failed, "skipped_already_done": outcome.skipped,
+           "tables": os.path.join(outcome.root, "tables"), "wall_s": round(time.time() - t0, 1)}
+    if report:
+        from doitray.report.html import build_report
+
+        report_path = os.path.join(outcome.root, "report.html") if "://" not in outcome.root else "report.html"
+        build_report(outcome.root, report_path)
+        out["report"] = os.path.abspath(report_path) if "://" not in report_path else report_path
+    return out

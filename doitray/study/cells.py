@@ -1,0 +1,127 @@
+"""Cells: the study grid expanded into one unit of work per factor combination × seed.
+
+A cell's id is a hash of everything that determines its results (factor levels, model, data sources,
+training and evaluation settings), not of its resources: the same id means the same work, so a
+re-run skips or resumes it, and a changed setting makes a new cell.
+
+Levels that do not apply are normalised before hashing so that equivalent cells collapse into one:
+``replay_frac`` only applies to DMT, a quantity (volume / per_ability / frac) does not apply to the
+compositions that fix their own sizes (``reconstruct``, ``maximum``, ``all``, ``ratio:…``, ``recipe:…``),
+and roles only matter to staged strategies and ratio compositions.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from doitray.study.spec import StudySpec, TierSpec
+
+QUANTITY_FACTORS = ("volume", "per_ability", "frac")
+FIXED_SIZE_COMPOSITIONS = ("reconstruct", "maximum", "all")
+
+
+def content_hash(obj: Any, n: int = 12) -> str:
+    """A short stable hash of a JSON-able value (keys sorted)."""
+    blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:n]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work: its content (hashed into ``cell_id``) and the resources to run it with."""
+
+    cell_id: str
+    content: dict[str, Any]
+    tier: str
+    resources: TierSpec = field(compare=False)
+
+    @property
+    def levels(self) -> dict[str, Any]:
+        return self.content["levels"]
+
+    def label(self) -> str:
+        """A short human-readable description of the cell's levels."""
+        lv = self.levels
+        qty = next((f"{k}={lv[k]}" for k in QUANTITY_FACTORS if lv.get(k) is not None), "")
+        bits = [lv["model"], lv["construction"], lv["composition"], qty, lv["strategy"]]
+        if lv["strategy"] == "dmt":
+            bits.append(f"k={lv['replay_frac']:g}")
+        bits.append(f"seed={lv['seed']}")
+        return " ".join(b for b in bits if b)
+
+    def to_config(self) -> dict[str, Any]:
+        """What a Tune trial receives (plain JSON)."""
+        return {"cell_id": self.cell_id, "content": self.content, "tier": self.tier,
+                "resources": self.resources.model_dump()}
+
+
+def _normalise(levels: dict[str, Any]) -> dict[str, Any]:
+    lv = dict(levels)
+    if lv["strategy"] != "dmt":
+        lv["replay_frac"] = 0.0
+    if lv["composition"] in FIXED_SIZE_COMPOSITIONS or lv["composition"].startswith(("ratio:", "recipe:")):
+        for q in QUANTITY_FACTORS:
+            lv[q] = None
+    return lv
+
+
+def _excluded(levels: dict[str, Any], rules: list[dict[str, Any]]) -> bool:
+    def match(v: Any, want: Any) -> bool:
+        return v in want if isinstance(want, list) else v == want
+
+    return any(all(match(levels.get(k), want) for k, want in rule.items()) for rule in rules)
+
+
+def expand_cells(spec: StudySpec) -> list[Cell]:
+    """Every distinct cell of the grid, in a stable order (model, then the other factors)."""
+    f = spec.factors
+    axes: dict[str, list[Any]] = {
+        "model": f.model,
+        "construction": list(f.construction),
+        "composition": f.composition,
+        "strategy": list(f.strategy),
+        "replay_frac": f.replay_frac,
+        "volume": f.volume or [None],
+        "per_ability": f.per_ability or [None],
+        "frac": f.frac or [None],
+        "seed": f.seed,
+    }
+    cells: dict[str, Cell] = {}
+    for combo in itertools.product(*axes.values()):
+        levels = _normalise(dict(zip(axes, combo)))
+        if _excluded(levels, spec.exclude):
+            continue
+        model = spec.models[levels["model"]]
+        composition = levels["composition"]
+        content = {
+            "study": spec.name,
+            "levels": levels,
+            "model": model.model_dump(exclude={"tier"}),
+            "sources": spec.sources,
+            "abilities": spec.abilities,
+            "template": spec.template,
+            "tokenizer": spec.tokenizer.model_dump(),
+            "upsample": spec.upsample,
+            "training": spec.training,
+            "checkpoints": spec.checkpoints.model_dump(),
+            "evaluation": spec.evaluation.model_dump(),
+        }
+        if levels["strategy"] != "multitask" or composition.startswith("ratio:"):
+            content["roles"] = spec.roles.model_dump()
+        if composition.startswith("recipe:"):
+            content["recipe"] = spec.recipes[composition.split(":", 1)[1]]
+        cid = content_hash(content)
+        if cid not in cells:
+            cells[cid] = Cell(cid, content, model.tier, spec.resources[model.tier])
+    return list(cells.values())
+
+
+def cells_by_tier(cells: list[Cell]) -> dict[str, list[Cell]]:
+    """Cells grouped by resource tier (one Tuner per tier)."""
+    out: dict[str, list[Cell]] = {}
+    for c in cells:
+        out.setdefault(c.tier, []).append(c)
+    return out

@@ -1,0 +1,220 @@
+"""What one cell does: its stages' data and Train runs, then the evaluation of its checkpoints.
+
+Runs inside the cell's Tune trial (``doitray.study.trial.run_cell``). Results are written to the store
+as they are produced: checkpoints and training metrics after each stage, predictions and scores after
+each (checkpoint, suite), so an interruption loses at most the step in flight.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from doitray.data.recipes import Part, Recipe
+from doitray.data.sources import Pool, load_records
+from doitray.study.recipes import stage_recipes
+from doitray.study.spec import training_settings
+from doitray.study.store import ResultsStore, part_key
+
+VALID_PER_ABILITY = 64  # valid-loss rows per ability (enough for a stable loss, cheap to run every epoch)
+
+
+def _join(root: str, *parts: str) -> str:
+    return "/".join([root.rstrip("/"), *parts]) if "://" in root else os.path.join(root, *parts)
+
+
+class CellRun:
+    """Runs one cell given its Tune config (``cell``) and the study's results store."""
+
+    def __init__(self, cell: dict, store: ResultsStore):
+        self.cell = cell
+        self.cid = cell["cell_id"]
+        self.content = cell["content"]
+        self.levels = self.content["levels"]
+        self.shared = cell["shared"]
+        self.store = store
+        self.pool = Pool.load(self.shared["pool"])
+        self.cache = self.shared["cache"]
+        self.seed = int(self.levels["seed"])
+        self.settings = training_settings(self.content["training"]).model_copy(update={"seed": self.seed})
+        self.evaluation = self.content["evaluation"]
+
+    # -- data ---------------------------------------------------------------------------------
+    def abilities(self) -> list[str]:
+        return self.content.get("abilities") or self.pool.abilities(split="train")
+
+    def _packed(self, recipe: Recipe):
+        from doitray.data.pipeline import tokenize_and_pack
+        from doitray.data.sampling import sample_mixture
+
+        mix = sample_mixture(self.pool, recipe, self.seed, self.cache)
+        packed = tokenize_and_pack(mix.path, self.shared["tokenizer"], self.content["template"], self.settings.seq_len,
+                                   self.cache)
+        return mix, packed
+
+    def valid_data(self):
+        """Packed valid rows of the cell's abilities (up to ``VALID_PER_ABILITY`` each) for valid loss."""
+        from doitray.data.sampling import available
+
+        part = Part(name="valid-loss", split="valid", abilities=tuple(self.abilities()), per_ability=VALID_PER_ABILITY)
+        have = available(self.pool, part)
+        caps = {a: min(VALID_PER_ABILITY, have.get(a, 0)) for a in self.abilities() if have.get(a, 0)}
+        if not caps:
+            return None
+        recipe = Recipe(parts=(part.model_copy(update={"per_ability": caps, "abilities": tuple(caps)}),), name="valid")
+        return self._packed(recipe)[1]
+
+    # -- training -----------------------------------------------------------------------------
+    def _model_fields(self) -> dict[str, Any]:
+        m = self.content["model"]
+        if m.get("preset"):
+            return {"model": m["preset"], "model_path": m.get("path")}
+        return {"model": m.get("path") or m.get("gguf"), "model_path": None}
+
+    def _resources(self) -> dict[str, Any]:
+        r = self.cell["resources"]
+        workers = r["workers"] if isinstance(r["workers"], int) else tuple(r["workers"])
+        per = {"CPU": r["cpus_per_worker"]}
+        if r["gpus_per_worker"]:
+            per["GPU"] = r["gpus_per_worker"]
+        return {"num_workers": workers, "resources_per_worker": per, "use_gpu": bool(r["gpus_per_worker"])}
+
+    def _policy(self):
+        from doitray.train.settings import CheckpointPolicy
+
+        ev = self.evaluation
+        export = "all" if ev["evaluate"] == "all" or ev["select"] in ("valid_avg", "valid_loss") else "last"
+        ck = self.content["checkpoints"]
+        return CheckpointPolicy(every=ck["every"], every_n_steps=ck.get("every_n_steps"),
+                                num_to_keep=ck.get("num_to_keep") or 2, export=export)
+
+    def train(self) -> tuple[list[tuple[int, Any]], int, dict[str, int]]:
+        """Run every stage; returns [(stage index, StageResult)], training tokens, examples per ability."""
+        from doitray.train.stage import StageSpec, run_stage, stage_key
+
+        valid = self.valid_data()
+        storage = _join(self.store.uri, "train")
+        init_from, results, tokens, examples = None, [], 0, {}
+        for i, (name, recipe) in enumerate(stage_recipes(self.content)):
+            mix, packed = self._packed(recipe)
+            spec = StageSpec(name=name, tokenizer_dir=self.shared["tokenizer"], template=self.content["template"],
+                             train_data=packed.path, valid_data=valid.path if valid else None, settings=self.settings,
+                             checkpoint=self._policy(), init_from=init_from, storage_path=storage,
+                             max_failures=int(self.cell.get("max_retries", 0)),
+                             cache_dir=os.path.join(self.cache, "models"), **self._model_fields(), **self._resources())
+            run_uri = _join(storage, f"{name}-{stage_key(spec)}")
+            resumed_from = latest_step(run_uri)
+            res = run_stage(spec)
+            self._record_stage(i, res, resumed_from)
+            results.append((i, res))
+            init_from = res.final_hf_path
+            tokens += int(packed.n_tokens) * self.settings.epochs
+            for a, n in mix.counts.items():
+                examples[a] = examples.get(a, 0) + n
+        return results, tokens, examples
+
+    def _record_stage(self, i: int, res, resumed_from: int) -> None:
+        now = time.time()
+        rows = [{"cell_id": self.cid, "checkpoint": ckpt_name(i, c.name), "stage": i, "stage_name": res.name,
+                 "step": c.step, "epoch": float(c.epoch), "path": c.path, "hf_path": c.hf_path,
+                 "valid_loss": c.valid_loss, "selected": False, "created_at": now} for c in res.checkpoints]
+        self.store.write("checkpoints", part_key(self.cid, i), rows)
+        metrics = [{"cell_id": self.cid, "stage": i, "step": int(m["step"]), "epoch": float(m.get("epoch") or 0),
+                    "metric": m["metric"], "value": float(m["value"])} for m in res.metrics
+                   if isinstance(m.get("value"), (int, float))]
+        metrics.append({"cell_id": self.cid, "stage": i, "step": 0, "epoch": 0.0, "metric": "resumed_from_step",
+                        "value": float(resumed_from)})
+        self.store.write("train_metrics", part_key(self.cid, i), metrics)
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def suites(self, split: str):
+        """The cell's evaluation suites for ``split`` (default: the pool's items of the cell's abilities)."""
+        from doitray.eval.suites import build_suites
+
+        return build_suites(self.evaluation["suites"], pool=self.pool, split=split, abilities=self.abilities(),
+                            cache_dir=self.cache)
+
+    def evaluate(self, results: list[tuple[int, Any]]) -> None:
+        from doitray.eval.runner import evaluate_checkpoint
+
+        final_stage, final = results[-1]
+        ckpts = [c for c in final.checkpoints if c.hf_path]
+        if not ckpts:
+            raise RuntimeError(f"stage {final.name} exported no checkpoint to evaluate")
+        ev = self.evaluation
+        engine = dict(ev.get("engine") or {})
+
+        def run(c, stage: int, split: str) -> list[dict]:
+            name = ckpt_name(stage, c.name)
+            out_rows: list[dict] = []
+            for suite in self.suites(split):
+                key = part_key(self.cid, name, suite.name, split)
+                if self.store.has_part("scores", key):
+                    df = self.store.read("scores")
+                    out_rows += df[(df["cell_id"] == self.cid) & (df["checkpoint"] == name) &
+                                   (df["suite"] == suite.name) & (df["split"] == split)].to_dict("records")
+                    continue
+                r = evaluate_checkpoint(c.hf_path, [suite], template=self.content["template"], cell_id=self.cid,
+                                        checkpoint=name, stage=stage, step=c.step, epoch=float(c.epoch),
+                                        max_new_tokens=ev["max_new_tokens"], engine_options=engine, seed=self.seed)
+                self.store.write("predictions", key, r.predictions)
+                self.store.write("scores", key, r.scores)
+                out_rows += r.scores
+            return out_rows
+
+        if ev["select"] == "last":
+            selected = ckpts[-1]
+        elif ev["select"] == "valid_loss" and all(c.valid_loss is not None for c in ckpts):
+            selected = min(ckpts, key=lambda c: (c.valid_loss, -c.step))
+        else:  # valid_avg (or valid_loss without valid data): the best valid ability average
+            avg = {}
+            for c in ckpts:
+                rows = [r for r in run(c, final_stage, "valid") if r["ability"] == "overall"]
+                avg[c.name] = sum(r["value"] for r in rows) / max(1, len(rows))
+            selected = max(ckpts, key=lambda c: (avg[c.name], c.step))
+        targets: list[tuple[int, Any]] = [(final_stage, selected)]
+        if ev["evaluate"] == "last" and ckpts[-1] is not selected:
+            targets = [(final_stage, ckpts[-1])]
+        elif ev["evaluate"] == "all":
+            targets = [(i, c) for i, res in results for c in res.checkpoints if c.hf_path]
+        for stage, c in targets:
+            run(c, stage, "test")
+        self._mark_selected(final_stage, selected.name)
+
+    def _mark_selected(self, stage: int, name: str) -> None:
+        df = self.store.read("checkpoints")
+        rows = df[(df["cell_id"] == self.cid) & (df["stage"] == stage)].to_dict("records")
+        for r in rows:
+            r["selected"] = r["checkpoint"] == ckpt_name(stage, name)
+        self.store.write("checkpoints", part_key(self.cid, stage), rows)
+
+    # -- all of it ----------------------------------------------------------------------------
+    def run(self) -> dict:
+        from doitray.study.plan import model_params
+
+        results, tokens, examples = self.train()
+        self.evaluate(results)
+        n_ab = max(1, len(examples))
+        return {"model_params": model_params(self.content["model"]), "train_tokens": tokens,
+                "per_ability": sum(examples.values()) / n_ab if self.levels.get("per_ability") is None
+                else float(self.levels["per_ability"]),
+                "volume": self.levels.get("volume") or sum(examples.values()),
+                "recipe": json.dumps([{"stage": n, "recipe": json.loads(r.model_dump_json())}
+                                      for n, r in stage_recipes(self.content)])}
+
+
+def ckpt_name(stage: int, name: str) -> str:
+    """A checkpoint's name in the store: unique within a cell across stages."""
+    return f"s{stage}-{name}"
+
+
+def latest_step(run_uri: str) -> int:
+    """The step of the latest Train checkpoint already in a run directory (0 when it starts fresh)."""
+    from doitray.train.storage import list_dirs
+
+    try:
+        steps = [int(d[4:]) for d in list_dirs(run_uri) if d.startswith("step") and d[4:].isdigit()]
+    except Exception:
+        return 0
+    return max(steps, default=0)

@@ -1,0 +1,197 @@
+"""`doitray study plan`: the cells, the examples and tokens each trains on, the estimated compute —
+and the checks that need the data or the memory planner, run before anything trains.
+
+Token counts come from the pool: mean tokens per example per ability, measured on up to 200 examples
+per ability with the study's tokenizer when it exists already, else estimated at 3 characters per
+token (marked ``estimated``). Compute = 6 × parameters × tokens × epochs; GPU-hours assume an A100
+at 312 TFLOP/s bf16 and 40% MFU.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+
+from doitray.study.cells import Cell, expand_cells
+from doitray.study.recipes import stage_recipes
+from doitray.study.spec import StudyFileError, StudySpec, training_settings
+
+A100_BF16_FLOPS = 312e12
+ASSUMED_MFU = 0.40
+
+
+@dataclass
+class CellPlan:
+    cell_id: str
+    label: str
+    tier: str
+    params: int | None
+    stages: list[dict]
+    examples: int
+    tokens: int
+    flops: float
+    gpu_hours: float
+    fits: bool | None = None
+    min_gpus: int | None = None
+
+
+@dataclass
+class StudyPlan:
+    study: str
+    storage: str
+    cells: list[CellPlan]
+    token_source: str
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def total_gpu_hours(self) -> float:
+        return sum(c.gpu_hours for c in self.cells)
+
+    def to_dict(self) -> dict:
+        return {"study": self.study, "storage": self.storage, "n_cells": len(self.cells),
+                "token_source": self.token_source, "total_gpu_hours": self.total_gpu_hours,
+                "total_tokens": sum(c.tokens for c in self.cells), "problems": self.problems,
+                "cells": [asdict(c) for c in self.cells]}
+
+    def text(self) -> str:
+        from doitray.console import table
+
+        rows = [{"cell": c.cell_id, "levels": c.label, "params": _si(c.params), "stages": len(c.stages),
+                 "examples": c.examples, "tokens": _si(c.tokens), "PFLOP": c.flops / 1e15,
+                 "GPU-h": c.gpu_hours, "fits": "" if c.fits is None else ("yes" if c.fits else "NO")}
+                for c in self.cells]
+        head = (f"study {self.study}: {len(self.cells)} cells, {_si(sum(c.tokens for c in self.cells))} training "
+                f"tokens ({self.token_source}), ~{self.total_gpu_hours:.1f} GPU-hours "
+                f"(A100 bf16 at {ASSUMED_MFU:.0%} MFU); results under {self.storage}")
+        out = head + "\n" + table(rows)
+        if self.problems:
+            out += "\nproblems:\n" + "\n".join(f"  {p}" for p in self.problems)
+        return out
+
+
+def _si(n: float | None) -> str:
+    if n is None:
+        return "?"
+    for unit, div in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{unit}"
+    return str(int(n))
+
+
+def stage_quotas(content: dict, pool) -> list[tuple[str, dict[str, int]]]:
+    """Examples per ability for each stage of a cell (raises ValueError when the pool is short)."""
+    from doitray.data.sampling import available
+
+    out = []
+    for name, recipe in stage_recipes(content):
+        q: dict[str, int] = {}
+        for part in recipe.parts:
+            for a, n in part.quotas(available(pool, part)).items():
+                q[a] = q.get(a, 0) + n
+        out.append((name, q))
+    return out
+
+
+def check_against_pool(spec: StudySpec, pool, cells: list[Cell] | None = None) -> None:
+    """Reject the study before anything runs when a cell asks for more than the pool holds."""
+    problems = []
+    for c in cells or expand_cells(spec):
+        try:
+            stage_quotas(c.content, pool)
+        except ValueError as e:
+            problems.append(f"cell {c.cell_id} ({c.label()}): {e}")
+    if problems:
+        raise StudyFileError("the data cannot supply these cells (set upsample: true to repeat rows, or change "
+                             "the levels):\n  " + "\n  ".join(problems[:20]))
+
+
+def model_params(level: dict) -> int | None:
+    """Parameter count of a model level: from its preset, else from a local config.json."""
+    from doitray.models.presets import get_preset, param_counts
+
+    if level.get("preset"):
+        try:
+            return param_counts(get_preset(level["preset"]))["total"]
+        except ValueError:
+            pass
+    path = level.get("path")
+    if path and os.path.isfile(os.path.join(path, "config.json")):
+        import json
+
+        cfg = json.load(open(os.path.join(path, "config.json")))
+        h, layers, inter, vocab = (cfg.get(k) for k in ("hidden_size", "num_hidden_layers", "intermediate_size",
+                                                        "vocab_size"))
+        if all((h, layers, inter, vocab)):
+            return int(2 * vocab * h + layers * (4 * h * h + 3 * h * inter + 2 * h) + h)
+    if level.get("gguf"):
+        return 134_515_008  # SmolLM2-135M
+    return None
+
+
+def _tokens_per_example(spec: StudySpec, pool) -> tuple[dict[str, float], str]:
+    from doitray.data.sources import load_records
+
+    recs = load_records(pool, split="train")
+    by_ab: dict[str, list[dict]] = {}
+    for r in recs:
+        lst = by_ab.setdefault(r["ability"], [])
+        if len(lst) < 200:
+            lst.append(r)
+    tok = None
+    if spec.tokenizer.path and os.path.isdir(spec.tokenizer.path):
+        from doitray.data.templates import get_template
+        from doitray.data.tokenizer import load_tokenizer
+
+        tmpl = get_template(spec.template)
+        tok = load_tokenizer(spec.tokenizer.path, tmpl)
+    out = {}
+    for ab, rs in by_ab.items():
+        if tok is not None:
+            lens = [len(tmpl.encode(tok, r["messages"]).input_ids) for r in rs]
+        else:
+            lens = [sum(len(m["content"]) for m in r["messages"]) / 3.0 + 2 * len(r["messages"]) for r in rs]
+        out[ab] = sum(lens) / max(1, len(lens))
+    return out, ("measured" if tok is not None else "estimated")
+
+
+def plan_study(spec: StudySpec, *, with_data: bool = True) -> StudyPlan:
+    """The study's plan; with data, the pool is read (cached) and every cell checked against it."""
+    from doitray.models.planner import plan as memory_plan
+    from doitray.models.presets import get_preset
+    cells = expand_cells(spec)
+    pool, per_tok, source, problems = None, {}, "not computed (--no-data)", []
+    if with_data:
+        from doitray.study.prepare import cache_dir, study_pool
+        from doitray.study.store import ResultsStore
+
+        pool = study_pool(spec, cache_dir(spec, ResultsStore(spec.storage)))
+        per_tok, source = _tokens_per_example(spec, pool)
+    settings = training_settings(spec.training)
+    rows = []
+    for c in cells:
+        params = model_params(c.content["model"])
+        stages, n_ex, tokens = [], 0, 0.0
+        if pool is not None:
+            try:
+                for name, q in stage_quotas(c.content, pool):
+                    ex = sum(q.values())
+                    tk = sum(n * per_tok.get(a, 0.0) for a, n in q.items()) * settings.epochs
+                    stages.append({"stage": name, "examples": ex, "per_ability": q})
+                    n_ex += ex
+                    tokens += tk
+            except ValueError as e:
+                problems.append(f"cell {c.cell_id} ({c.label()}): {e}")
+        flops = 6.0 * (params or 0) * tokens
+        fits = min_gpus = None
+        tier = spec.resources[c.tier]
+        if tier.gpus_per_worker and c.content["model"].get("preset"):
+            workers = tier.workers if isinstance(tier.workers, int) else tier.workers[1]
+            mp = memory_plan(get_preset(c.content["model"]["preset"]), gpus=workers * tier.gpus_per_worker,
+                             gpu_mem_gib=tier.gpu_mem_gb, seq_len=settings.seq_len, micro_batch=settings.micro_batch,
+                             activation_checkpointing=settings.activation_checkpointing)
+            fits, min_gpus = mp.fits, mp.min_gpus
+            if not fits:
+                problems.append(f"cell {c.cell_id} ({c.label()}): model does not fit {workers * tier.gpus_per_worker} "
+                                f"GPUs of {tier.gpu_mem_gb:g} GB (needs {min_gpus})")
+        rows.append(CellPlan(c.cell_id, c.label(), c.tier, params, stages, n_ex, int(tokens), flops,
+                             flops / (A100_BF16_FLOPS * ASSUMED_MFU) / 3600.0, fits, min_gpus))
+    return StudyPlan(spec.name, spec.storage, rows, source, problems)

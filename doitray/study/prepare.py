@@ -1,0 +1,75 @@
+"""Work done once per study on the driver before any cell runs: the data pool and the tokenizer.
+
+Cells share both through the cache folder (``<storage>/cache`` for local storage). Each cell's own
+mixtures and packed data are cached there too, under content hashes, so cells that need the same
+data reuse it.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from doitray.data.sources import Pool, SourceSpec, load_pool, load_records
+from doitray.data.templates import get_template
+from doitray.data.tokenizer import cached_tokenizer
+from doitray.study.spec import StudyFileError, StudySpec
+from doitray.study.store import ResultsStore
+
+
+def cache_dir(spec: StudySpec, store: ResultsStore) -> str:
+    """Where a study's derived data lives: beside its results locally; a node-local folder otherwise.
+
+    With object-store storage every node must see the cache, which needs a shared file system: set
+    ``DOITRAY_CACHE`` to a path on it (e.g. an NFS mount) on multi-node clusters.
+    """
+    if os.environ.get("DOITRAY_CACHE"):
+        return os.path.join(os.environ["DOITRAY_CACHE"], spec.name)
+    if "://" not in store.uri:
+        return os.path.join(store.root, "cache")
+    return os.path.join(os.path.expanduser("~/.cache/doitray"), spec.name)
+
+
+def source_specs(spec: StudySpec) -> list[SourceSpec]:
+    try:
+        return [SourceSpec(**s) for s in spec.sources]
+    except Exception as e:  # pydantic names the field
+        raise StudyFileError(f"sources: {e}") from None
+
+
+def study_pool(spec: StudySpec, cache: str) -> Pool:
+    pool = load_pool(source_specs(spec), cache)
+    if not pool.count(split="train"):
+        raise StudyFileError("sources: the pool has no training records")
+    return pool
+
+
+def study_tokenizer(spec: StudySpec, pool: Pool, cache: str) -> str:
+    """The tokenizer directory every cell uses (template special tokens included)."""
+    template = get_template(spec.template)
+    if spec.tokenizer.path:
+        return spec.tokenizer.path
+    if spec.tokenizer.train_vocab_size:
+        texts = [m["content"] for r in load_records(pool, split="train") for m in r["messages"]]
+        return cached_tokenizer(texts, os.path.join(cache, "tokenizers"), vocab_size=spec.tokenizer.train_vocab_size,
+                                template=template)
+    from doitray.models.loading import export_tokenizer  # the model's own tokenizer, with our special tokens
+
+    level = next(m for m in spec.models.values() if m.init == "pretrained" and (m.path or m.gguf))
+    key = hashlib.sha256(f"{level.model_dump_json()}|{spec.template}".encode()).hexdigest()[:16]
+    out = Path(cache) / "tokenizers" / f"model-{key}"
+    if not (out / "tokenizer_config.json").exists():
+        export_tokenizer(level.model_dump(), template, str(out))
+    return str(out)
+
+
+def prepare_study(spec: StudySpec, store: ResultsStore) -> dict:
+    """Load the pool and the tokenizer once; returns what every trial needs to find them."""
+    cache = cache_dir(spec, store)
+    os.makedirs(cache, exist_ok=True)
+    pool = study_pool(spec, cache)
+    from doitray.study.plan import check_against_pool
+
+    check_against_pool(spec, pool)
+    return {"pool": os.path.dirname(pool.path) if pool.path.endswith(".parquet") else pool.path,
+            "tokenizer": study_tokenizer(spec, pool, cache), "cache": cache}

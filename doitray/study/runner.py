@@ -1,0 +1,135 @@
+"""Run a study on Ray Tune: one Tuner per resource tier, one trial per cell.
+
+Each trial is ``doitray.study.trial.run_cell`` (a function that drives the cell's TorchTrainer runs and
+its evaluation; Train V2 pattern). Resume is driven by the results store, not by Tune's experiment
+state: a re-run skips cells already ``done``, re-runs interrupted ones (their Train runs resume from
+the latest checkpoint because run names are content hashes, and scored checkpoints are skipped), and
+retries ``failed`` ones while their attempts are below ``max_retries + 1``.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+
+import ray
+from ray import tune
+
+from doitray.study.cells import Cell, cells_by_tier, expand_cells
+from doitray.study.prepare import prepare_study
+from doitray.study.progress import ProgressCallback, study_status
+from doitray.study.spec import StudySpec, TierSpec
+from doitray.study.store import ResultsStore
+from doitray.study.trial import cell_row, run_cell
+
+DRIVER_SHARE = 0.01  # of the driver resource, per trial: many trial drivers fit on one safe node
+
+
+@dataclass
+class StudyOutcome:
+    root: str
+    total: int
+    done: int
+    failed: int
+    skipped: int
+    wall_s: float
+
+
+def cell_need(tier: TierSpec) -> tuple[str, float]:
+    """The limiting resource of one cell of ``tier`` and how much of it the cell holds at peak."""
+    hi = tier.workers if isinstance(tier.workers, int) else tier.workers[1]
+    if tier.gpus_per_worker:
+        return "GPU", float(hi * tier.gpus_per_worker)
+    return "CPU", float(hi * tier.cpus_per_worker)
+
+
+def tier_concurrency(spec: StudySpec, tier_name: str, n_cells: int) -> int:
+    """``max_concurrent_trials`` for a tier: explicit, or how many cells the cluster holds at once.
+
+    Tune does not account for the Train workers' own placement groups (notes §2.2), so without this
+    extra trials start and wait. On an autoscaling cluster the explicit value lets it grow.
+    """
+    tier = spec.resources[tier_name]
+    if tier.concurrency:
+        return min(tier.concurrency, n_cells)
+    if isinstance(spec.concurrency, int):
+        return min(spec.concurrency, n_cells)
+    res, need = cell_need(tier)
+    have = ray.cluster_resources().get(res, 0.0)
+    return max(1, min(n_cells, math.floor(have / need) if need else n_cells))
+
+
+def trial_resources(spec: StudySpec) -> dict[str, float]:
+    """What each trial driver reserves: a sliver of the driver resource when the cluster has it."""
+    name = spec.driver_resource or "TRAIN_DRIVER"
+    if ray.cluster_resources().get(name, 0) > 0:
+        return {name: DRIVER_SHARE}
+    if spec.driver_resource:
+        raise RuntimeError(f"driver_resource {name!r} is not offered by any node of this cluster")
+    return {"CPU": DRIVER_SHARE}
+
+
+def _pending_cells(spec: StudySpec, store: ResultsStore, cells: list[Cell], retry_failed: bool) -> tuple[list[Cell], int]:
+    table = store.read("cells")
+    latest = {r["cell_id"]: r for r in table.to_dict("records")}
+    todo, skipped = [], 0
+    now = time.time()
+    for c in cells:
+        row = latest.get(c.cell_id)
+        if row is None:
+            store.write("cells", c.cell_id, [cell_row(c, state="pending", attempts=0, now=now)])
+            todo.append(c)
+        elif row["state"] == "done":
+            skipped += 1
+        elif row["state"] == "failed" and row["attempts"] > spec.max_retries and not retry_failed:
+            skipped += 1
+        else:
+            if row["state"] == "running":  # interrupted by a killed driver: runnable again
+                store.write("cells", c.cell_id, [{**row, "state": "pending", "updated_at": now}])
+            todo.append(c)
+    return todo, skipped
+
+
+def run_study(spec: StudySpec, *, retry_failed: bool = False, progress_interval: float = 15.0,
+              only: list[str] | None = None) -> StudyOutcome:
+    """Run (or resume) every cell of ``spec`` on the connected Ray cluster."""
+    t0 = time.time()
+    store = ResultsStore(spec.storage)
+    store.write_json("study.json", spec.model_dump(mode="json"))
+    cells = expand_cells(spec)
+    if only:
+        cells = [c for c in cells if c.cell_id in set(only)]
+    todo, skipped = _pending_cells(spec, store, cells, retry_failed)
+    shared = prepare_study(spec, store) if todo else {}
+    for tier_name, tier_cells in cells_by_tier(todo).items():
+        k = tier_concurrency(spec, tier_name, len(tier_cells))
+        store.write_json("run.json", {"concurrency": k, "tier": tier_name, "started_at": t0})
+        _run_tier(spec, store, tier_name, tier_cells, k, shared, progress_interval)
+    status = study_status(store.uri)
+    return StudyOutcome(store.uri, status.total, status.done, status.failed, skipped, time.time() - t0)
+
+
+def _run_tier(spec: StudySpec, store: ResultsStore, tier_name: str, cells: list[Cell], k: int,
+              shared: dict, progress_interval: float) -> None:
+    configs = [{**c.to_config(), "shared": shared, "store": store.uri, "max_retries": spec.max_retries}
+               for c in cells]
+    name_of = lambda t: t.config["cell"]["cell_id"]  # noqa: E731
+    tuner = tune.Tuner(
+        tune.with_resources(run_cell, trial_resources(spec)),
+        param_space={"cell": tune.grid_search(configs)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=k, trial_name_creator=name_of,
+                                    trial_dirname_creator=name_of),
+        run_config=tune.RunConfig(
+            name=f"{spec.name}-{tier_name}-{int(time.time())}",
+            storage_path=_tune_storage(store),
+            failure_config=tune.FailureConfig(max_failures=spec.max_retries),
+            verbose=0,
+            callbacks=[ProgressCallback(store.uri, k, interval=progress_interval)],
+        ),
+    )
+    tuner.fit()
+
+
+def _tune_storage(store: ResultsStore) -> str:
+    return f"{store.uri}/tune" if "://" in store.uri else os.path.join(store.root, "tune")

@@ -1,0 +1,318 @@
+"""The study file: a YAML document validated into a ``StudySpec``.
+
+Every mistake is reported with its field path and, where the field has a closed set of values, the
+allowed values (``StudyFileError``). Semantic checks that need more than one field (DMT without
+specialist abilities, unknown model levels, …) run in ``StudySpec`` validators; checks that need the
+data (volume larger than the pool) run in ``doitray.study.cells.check_against_pool``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from doitray import abilities
+
+STRATEGIES = ("multitask", "sequential", "mixed_sequential", "dmt")
+CONSTRUCTIONS = ("curated", "synthetic", "mix")
+COMPOSITIONS_FIXED = ("balanced", "reconstruct", "maximum", "all")
+SELECT_RULES = ("valid_avg", "valid_loss", "last")
+EVALUATE = ("selected", "all", "last")
+
+
+class StudyFileError(ValueError):
+    """A study file that cannot be used; the message names each bad field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelLevel(_Strict):
+    """One level of the model factor: a preset (built from config or resolved from ``path``) or a path."""
+
+    preset: str | None = None
+    path: str | None = None  # local HF dir or s3:// / gs:// prefix holding the weights
+    gguf: str | None = None  # "smollm2" or a .gguf file path
+    tier: str = "default"
+    init: Literal["pretrained", "scratch"] = "pretrained"
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if not (self.preset or self.path or self.gguf):
+            raise ValueError("give preset, path or gguf")
+        return self
+
+
+class TokenizerSpec(_Strict):
+    """A tokenizer from a local path (or the model's), or one trained on the training pool."""
+
+    path: str | None = None
+    train_vocab_size: int | None = Field(default=None, ge=256, le=200_000)
+
+
+class Factors(_Strict):
+    """The study's factors; each is a list of levels and the grid is their product."""
+
+    model: list[str] = Field(min_length=1)
+    volume: list[int] | None = None  # total training examples, balanced over abilities
+    per_ability: list[int] | None = None  # examples per ability
+    frac: list[float] | None = None  # fraction of every source (DMT's 1, 1/4, …, 1/256)
+    construction: list[Literal["curated", "synthetic", "mix"]] = ["curated"]
+    composition: list[str] = ["balanced"]
+    strategy: list[Literal["multitask", "sequential", "mixed_sequential", "dmt"]] = ["multitask"]
+    replay_frac: list[float] = [0.0]
+    seed: list[int] = [0]
+
+    @field_validator("volume", "per_ability")
+    @classmethod
+    def _positive(cls, v):
+        if v is not None and any(x <= 0 for x in v):
+            raise ValueError("levels must be positive integers")
+        return v
+
+    @field_validator("frac", "replay_frac")
+    @classmethod
+    def _fraction(cls, v):
+        if v is not None and any(not 0 <= x <= 1 for x in v):
+            raise ValueError("levels must be fractions in [0, 1]")
+        return v
+
+    @field_validator("composition")
+    @classmethod
+    def _composition(cls, v):
+        for c in v:
+            kind = c.split(":", 1)[0]
+            if c not in COMPOSITIONS_FIXED and kind not in ("loo", "only", "recipe", "ratio"):
+                raise ValueError(f"composition {c!r} is not one of {', '.join(COMPOSITIONS_FIXED)}, 'loo:<ability>', "
+                                 "'only:<ability>', 'recipe:<name>' or 'ratio:<specialist frac>:<general frac>'")
+            if kind == "ratio":
+                parts = c.split(":")
+                try:
+                    assert len(parts) == 3 and all(0 <= float(p) <= 1 for p in parts[1:])
+                except (AssertionError, ValueError):
+                    raise ValueError(f"composition {c!r}: write ratio:<specialist frac>:<general frac>, "
+                                     "e.g. ratio:1:0.015625") from None
+        return v
+
+    @model_validator(mode="after")
+    def _one_quantity(self):
+        given = [n for n in ("volume", "per_ability", "frac") if getattr(self, n)]
+        if len(given) > 1:
+            raise ValueError(f"give only one of volume / per_ability / frac (got {', '.join(given)})")
+        return self
+
+
+class StrategyRoles(_Strict):
+    """Which abilities are specialist and which general, for staged strategies."""
+
+    specialist: list[str] = []
+    general: list[str] = []
+    order: list[str] | None = None  # sequential: specialist order (default: as listed)
+
+
+class CheckpointSpec(_Strict):
+    every: Literal["epoch", "steps", "last"] = "epoch"
+    every_n_steps: int | None = Field(default=None, ge=1)
+    num_to_keep: int | None = Field(default=None, ge=1)
+
+
+class EvaluationSpec(_Strict):
+    suites: list[dict[str, Any]] = []
+    select: Literal["valid_avg", "valid_loss", "last"] = "valid_loss"
+    evaluate: Literal["selected", "all", "last"] = "selected"
+    max_new_tokens: int = Field(default=64, ge=1)
+    engine: dict[str, Any] = {}
+
+
+class TierSpec(_Strict):
+    """Resources for the cells of one model tier; one Tuner per tier."""
+
+    workers: int | tuple[int, int] = 1
+    cpus_per_worker: float = Field(default=1, gt=0)
+    gpus_per_worker: int = Field(default=0, ge=0)
+    gpu_mem_gb: float = Field(default=80, gt=0)
+    concurrency: int | None = Field(default=None, ge=1)
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, v):
+        lo, hi = (v, v) if isinstance(v, int) else v
+        if lo < 1 or hi < lo:
+            raise ValueError("workers must be >= 1, or (min, max) with 1 <= min <= max")
+        return v
+
+
+class StudySpec(_Strict):
+    """A whole study: data, factors, training, checkpoints, evaluation, resources."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    storage: str
+    description: str = ""
+    sources: list[dict[str, Any]] = Field(min_length=1)
+    template: Literal["doit", "fastchat", "hf"] = "doit"
+    tokenizer: TokenizerSpec = TokenizerSpec()
+    abilities: list[str] | None = None  # restrict the pool's abilities (default: all found)
+    custom_abilities: dict[str, dict[str, Any]] = {}
+    models: dict[str, ModelLevel] = Field(min_length=1)
+    factors: Factors
+    exclude: list[dict[str, Any]] = []  # prune cells whose levels match every key of an entry
+    roles: StrategyRoles = StrategyRoles()
+    recipes: dict[str, dict[str, Any]] = {}  # named recipes for composition "recipe:<name>"
+    upsample: bool = False
+    training: dict[str, Any] = {"preset": "tiny"}
+    checkpoints: CheckpointSpec = CheckpointSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
+    resources: dict[str, TierSpec] = {"default": TierSpec()}
+    concurrency: int | Literal["auto"] = "auto"
+    driver_resource: str | None = None  # custom resource of non-preemptible driver nodes (TRAIN_DRIVER)
+    max_retries: int = Field(default=2, ge=0)
+
+    @model_validator(mode="after")
+    def _cross_checks(self):
+        for name, ab in self.custom_abilities.items():
+            abilities.register_from_spec(name, metric=ab.get("metric", "exact"),
+                                         question_format=ab.get("question_format", "generate"),
+                                         chance=float(ab.get("chance", 0.0)), display=ab.get("display"))
+        unknown = [m for m in self.factors.model if m not in self.models]
+        if unknown:
+            raise ValueError(f"factors.model: {unknown} not defined under models (defined: {sorted(self.models)})")
+        tiers = {lvl.tier for lvl in self.models.values()}
+        missing = sorted(t for t in tiers if t not in self.resources)
+        if missing:
+            raise ValueError(f"models use tier(s) {missing} that resources does not define "
+                             f"(defined: {sorted(self.resources)})")
+        for ab in (self.abilities or []) + self.roles.specialist + self.roles.general:
+            if not abilities.is_known(ab):
+                raise ValueError(f"unknown ability {ab!r}; known: {', '.join(abilities.names())} "
+                                 "(declare new ones under custom_abilities)")
+        staged = [s for s in self.factors.strategy if s != "multitask"]
+        if staged and (not self.roles.specialist or not self.roles.general):
+            raise ValueError(f"factors.strategy {staged} needs roles.specialist and roles.general "
+                             "(a staged strategy on single-ability data has nothing to stage)")
+        if "sequential" in self.factors.strategy and self.roles.order:
+            if sorted(self.roles.order) != sorted(self.roles.specialist):
+                raise ValueError("roles.order must be a permutation of roles.specialist")
+        if any(k > 0 for k in self.factors.replay_frac) and "dmt" not in self.factors.strategy:
+            raise ValueError("factors.replay_frac > 0 applies to strategy dmt only; add dmt to factors.strategy")
+        for c in self.factors.composition:
+            kind, _, arg = c.partition(":")
+            if kind == "recipe" and arg not in self.recipes:
+                raise ValueError(f"factors.composition {c!r}: no recipe {arg!r} under recipes "
+                                 f"(defined: {sorted(self.recipes)})")
+            if kind in ("loo", "only") and not abilities.is_known(arg):
+                raise ValueError(f"factors.composition {c!r}: unknown ability {arg!r}")
+            if kind == "ratio" and not (self.roles.specialist and self.roles.general):
+                raise ValueError(f"factors.composition {c!r} needs roles.specialist and roles.general")
+        if self.tokenizer.path is None and self.tokenizer.train_vocab_size is None:
+            paths = [m for m in self.models.values() if m.init == "pretrained" and (m.path or m.gguf)]
+            if not paths:
+                raise ValueError("tokenizer: give tokenizer.path, tokenizer.train_vocab_size, or a model with "
+                                 "a path/gguf whose tokenizer is used")
+        training_settings(self.training, error=ValueError)
+        from doitray.data.recipes import Recipe
+
+        for name, r in self.recipes.items():
+            try:
+                Recipe.model_validate(r)
+            except ValidationError as e:
+                raise ValueError(f"recipes.{name}: {_format_error(e).strip()}") from None
+        for i, ex in enumerate(self.exclude):
+            bad = sorted(set(ex) - set(Factors.model_fields))
+            if bad:
+                raise ValueError(f"exclude[{i}]: unknown factor(s) {bad}; factors: {sorted(Factors.model_fields)}")
+        return self
+
+
+def training_settings(training: dict[str, Any], *, error: type[Exception] = StudyFileError):
+    """``TrainSettings`` from a study's ``training`` mapping (``preset`` + overrides)."""
+    from doitray.train.settings import TrainSettings
+
+    over = dict(training)
+    preset = over.pop("preset", None)
+    try:
+        return TrainSettings.preset(preset, **over) if preset else TrainSettings(**over)
+    except (ValidationError, ValueError, TypeError) as e:
+        msg = _format_error(e).strip() if isinstance(e, ValidationError) else str(e)
+        raise error(f"training: {msg}") from None
+
+
+def _format_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(study)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def _expand_env(obj: Any) -> Any:
+    if isinstance(obj, str):
+        return os.path.expandvars(obj)
+    if isinstance(obj, dict):
+        return {k: _expand_env(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_expand_env(v) for v in obj]
+    return obj
+
+
+def parse_study(data: dict[str, Any], *, source: str = "<study>", base_dir: str | None = None,
+                overrides: dict[str, Any] | None = None) -> StudySpec:
+    """Validate a study document; relative local paths are resolved against ``base_dir``."""
+    if not isinstance(data, dict):
+        raise StudyFileError(f"{source}: a study file is a YAML mapping, got {type(data).__name__}")
+    data = _expand_env({**data, **(overrides or {})})
+    if base_dir:
+        data = _resolve_paths(data, base_dir)
+    try:
+        return StudySpec.model_validate(data)
+    except ValidationError as e:
+        raise StudyFileError(f"{source}: invalid study file\n{_format_error(e)}") from None
+
+
+def _resolve(p: Any, base: str) -> Any:
+    if isinstance(p, str) and p and "://" not in p and not os.path.isabs(p) and not p.startswith("~"):
+        return str((Path(base) / p).resolve())
+    return os.path.expanduser(p) if isinstance(p, str) else p
+
+
+def _resolve_paths(data: dict[str, Any], base: str) -> dict[str, Any]:
+    data = dict(data)
+    if "storage" in data:
+        data["storage"] = _resolve(data["storage"], base)
+    if isinstance(data.get("sources"), list):
+        data["sources"] = [{**s, "path": _resolve(s["path"], base)} if isinstance(s, dict) and s.get("path") else s
+                           for s in data["sources"]]
+    if isinstance(data.get("models"), dict):
+        data["models"] = {k: ({**v, **{f: _resolve(v[f], base) for f in ("path",) if v.get(f)}}
+                              if isinstance(v, dict) else v) for k, v in data["models"].items()}
+    if isinstance(data.get("tokenizer"), dict) and data["tokenizer"].get("path"):
+        data["tokenizer"] = {**data["tokenizer"], "path": _resolve(data["tokenizer"]["path"], base)}
+    ev = data.get("evaluation")
+    if isinstance(ev, dict) and isinstance(ev.get("suites"), list):
+        data["evaluation"] = {**ev, "suites": [{**s, "path": _resolve(s["path"], base)}
+                                               if isinstance(s, dict) and s.get("path") else s
+                                               for s in ev["suites"]]}
+    return data
+
+
+def load_study(path: str | os.PathLike, *, overrides: dict[str, Any] | None = None,
+               base_dir: str | None = None) -> StudySpec:
+    """Read and validate a study YAML file.
+
+    Relative paths inside it resolve against ``base_dir`` (default: the current directory, so that
+    ``python experiments/grid.py`` from the repository root and ``ray job submit --working-dir .`` agree).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise StudyFileError(f"study file {path} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise StudyFileError(f"{path}: not valid YAML: {e}") from None
+    return parse_study(data, source=str(path), base_dir=base_dir or os.getcwd(), overrides=overrides)

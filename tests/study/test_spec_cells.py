@@ -1,0 +1,148 @@
+"""Study file validation (each mistake named) and cell expansion / hashing."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from doitray.study.cells import expand_cells
+from doitray.study.spec import StudyFileError, load_study, parse_study
+
+BASE = {
+    "name": "t",
+    "storage": "/tmp/doitray-test-study",
+    "sources": [{"name": "suite", "format": "synthetic"}],
+    "tokenizer": {"train_vocab_size": 512},
+    "models": {"s": {"preset": "tiny-s", "init": "scratch"}, "m": {"preset": "tiny-m", "init": "scratch"}},
+    "factors": {"model": ["s", "m"], "construction": ["curated", "synthetic"], "volume": [40, 160]},
+}
+
+
+def study(**changes):
+    d = copy.deepcopy(BASE)
+    for k, v in changes.items():
+        d[k] = v
+    return d
+
+
+def err(doc) -> str:
+    with pytest.raises(StudyFileError) as e:
+        parse_study(doc)
+    return str(e.value)
+
+
+def test_valid_study_expands_to_the_product():
+    cells = expand_cells(parse_study(study()))
+    assert len(cells) == 2 * 2 * 2
+    assert len({c.cell_id for c in cells}) == 8
+    assert {c.levels["volume"] for c in cells} == {40, 160}
+
+
+def test_unknown_field_is_named():
+    m = err(study(factorz={}))
+    assert "factorz: unknown field" in m
+
+
+def test_bad_literal_names_allowed_values():
+    m = err(study(factors={"model": ["s"], "strategy": ["multi"]}))
+    assert "factors.strategy.0" in m and "multitask" in m and "dmt" in m
+
+
+def test_bad_construction_and_template_named():
+    m = err(study(template="chatml", factors={"model": ["s"], "construction": ["handmade"]}))
+    assert "template" in m and "'doit'" in m
+    assert "factors.construction.0" in m and "synthetic" in m
+
+
+def test_model_level_must_be_defined():
+    assert "not defined under models" in err(study(factors={"model": ["xl"]}))
+
+
+def test_dmt_on_single_ability_data_is_rejected():
+    m = err(study(factors={"model": ["s"], "strategy": ["dmt"], "replay_frac": [0.25]}))
+    assert "roles.specialist" in m
+
+
+def test_replay_without_dmt_is_rejected():
+    assert "dmt only" in err(study(factors={"model": ["s"], "replay_frac": [0.5]}))
+
+
+def test_fraction_bounds_and_quantity_exclusivity():
+    assert "fractions in [0, 1]" in err(study(factors={"model": ["s"], "frac": [2.0]}))
+    assert "only one of volume" in err(study(factors={"model": ["s"], "volume": [10], "frac": [0.5]}))
+
+
+def test_composition_values_checked():
+    m = err(study(factors={"model": ["s"], "composition": ["lopsided"]}))
+    assert "reconstruct" in m and "loo:<ability>" in m
+    assert "unknown ability" in err(study(factors={"model": ["s"], "composition": ["loo:astrology"]}))
+    assert "no recipe" in err(study(factors={"model": ["s"], "composition": ["recipe:mine"]}))
+
+
+def test_tier_must_exist():
+    m = err(study(models={"s": {"preset": "tiny-s", "tier": "gpu8"}}, factors={"model": ["s"]}))
+    assert "gpu8" in m
+
+
+def test_exclude_prunes_and_unknown_factor_named():
+    cells = expand_cells(parse_study(study(exclude=[{"model": "m", "construction": "synthetic"}])))
+    assert len(cells) == 6
+    assert not any(c.levels["model"] == "m" and c.levels["construction"] == "synthetic" for c in cells)
+    assert "unknown factor" in err(study(exclude=[{"size": "m"}]))
+
+
+def test_cell_ids_are_content_hashes():
+    a = {c.levels["volume"]: c.cell_id for c in expand_cells(parse_study(study()))
+         if c.levels["model"] == "s" and c.levels["construction"] == "curated"}
+    b = {c.levels["volume"]: c.cell_id for c in expand_cells(parse_study(study()))
+         if c.levels["model"] == "s" and c.levels["construction"] == "curated"}
+    assert a == b  # stable
+    changed = study(training={"preset": "tiny", "lr": 1e-3})
+    c = {x.levels["volume"]: x.cell_id for x in expand_cells(parse_study(changed))
+         if x.levels["model"] == "s" and x.levels["construction"] == "curated"}
+    assert set(c.values()).isdisjoint(a.values())  # a setting change is new work
+    more_workers = study(resources={"default": {"workers": 2}})
+    d = {x.levels["volume"]: x.cell_id for x in expand_cells(parse_study(more_workers))
+         if x.levels["model"] == "s" and x.levels["construction"] == "curated"}
+    assert d == a  # resources are not part of the work's identity
+
+
+def test_inapplicable_levels_collapse():
+    doc = study(factors={"model": ["s"], "composition": ["balanced", "reconstruct"], "volume": [40, 160],
+                         "strategy": ["multitask", "dmt"], "replay_frac": [0.0, 0.25]},
+                roles={"specialist": ["math", "code"], "general": ["understanding"]})
+    cells = expand_cells(parse_study(doc))
+    multitask = [c for c in cells if c.levels["strategy"] == "multitask"]
+    # balanced × 2 volumes + reconstruct once (volume does not apply); replay collapses to 0
+    assert len(multitask) == 3
+    assert all(c.levels["replay_frac"] == 0.0 for c in multitask)
+    dmt = [c for c in cells if c.levels["strategy"] == "dmt"]
+    assert len(dmt) == 3 * 2
+
+
+def test_shipped_studies_validate():
+    import glob
+    import os
+
+    files = glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "experiments", "studies", "*.yaml"))
+    assert files
+    for f in files:
+        spec = load_study(f)
+        assert expand_cells(spec), f
+
+
+def test_yaml_error_is_clear(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: [unclosed\n")
+    with pytest.raises(StudyFileError, match="not valid YAML"):
+        load_study(p)
+    p.write_text(yaml.safe_dump(study(factors={"model": ["s"], "volume": [-5]})))
+    with pytest.raises(StudyFileError, match="factors.volume"):
+        load_study(p)
+
+
+def test_training_settings_are_validated():
+    m = err(study(training={"preset": "tiny", "schedule": "zigzag"}))
+    assert "training" in m and "cosine" in m
+    assert "unknown train settings preset" in err(study(training={"preset": "gpt5"}))
