@@ -28,7 +28,9 @@ def connect_ray(address: str | None = None, *, num_cpus: int | None = None) -> s
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
         return address
-    ray.init(num_cpus=num_cpus or max(2, os.cpu_count() or 2), resources={"TRAIN_DRIVER": LOCAL_DRIVER_SLOTS},
+    # address="local": never attach to another Ray that happens to run on this machine
+    ray.init(address="local", num_cpus=num_cpus or max(2, os.cpu_count() or 2),
+             resources={"TRAIN_DRIVER": LOCAL_DRIVER_SLOTS},
              include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
     return "local"
 
@@ -50,9 +52,25 @@ def main_run(spec: StudySpec, *, address: str | None = None, retry_failed: bool 
            "failed": outcome.failed, "skipped_already_done": outcome.skipped,
            "tables": os.path.join(outcome.root, "tables"), "wall_s": round(time.time() - t0, 1)}
     if report:
-        from doitray.report.html import build_report
-
-        report_path = os.path.join(outcome.root, "report.html") if "://" not in outcome.root else "report.html"
-        build_report(outcome.root, report_path)
-        out["report"] = os.path.abspath(report_path) if "://" not in report_path else report_path
+        out["report"] = write_report(outcome.root)
     return out
+
+
+def write_report(root: str) -> str:
+    """Build the study's HTML report into ``<root>/report.html`` (uploaded when the storage is remote)."""
+    from doitray.report.build import build_report
+    from doitray.study.store import ResultsStore
+
+    if "://" not in root:
+        path = os.path.join(root, "report.html")
+        build_report(root, path)
+        return os.path.abspath(path)
+    import tempfile
+
+    store = ResultsStore(root)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, "report.html")
+        build_report(root, local)
+        with open(local, "rb") as src, store.fs.open_output_stream(store.path("report.html")) as dst:
+            dst.write(src.read())
+    return f"{root.rstrip('/')}/report.html"

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"results: {out['tables']}")
     if "report" in out:
         print(f"report:  {out['report']}")
-    return 0 if out["failed"] == 0 else 1
+    return 0 if out["done"] == out["cells"] else 1
 
 
 if __name__ == "__main__":

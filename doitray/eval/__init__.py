@@ -1,1 +1,14 @@
+"""Evaluation: serve a checkpoint (Ray Serve + vLLM), ask every suite item, score it, aggregate.
 
+Modules (lower to higher):
+
+- ``math_answer``  final-answer extraction and MATH-style equivalence
+- ``scorers``      per-item scorers for every metric (DoIT semantics), pass@k, judge ratings
+- ``sandbox``      limited, isolated execution of model-written code
+- ``programs``     HumanEval/MBPP test programs and MT-Bench judge prompts
+- ``suites``       ``Suite`` and the builders (DoIT in/out-of-domain, CMMLU, AGIEval, generic records)
+- ``stats``        bootstrap intervals and ``select_checkpoint``
+- ``engine``       ``ServeEngine``: a Serve deployment around vLLM's ``AsyncLLM`` (CPU or GPU)
+- ``runner``       ``evaluate_checkpoint`` / ``evaluate_and_store`` → predictions and scores rows
+- ``check``        ``doitray eval check``: reference answers must score 100%
+"""

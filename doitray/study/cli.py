@@ -72,7 +72,7 @@ def _run(args) -> int:
     out = main_run(spec, address=args.address, retry_failed=args.retry_failed, report=not args.no_report,
                    quiet=args.json)
     emit(args, out, lambda o: "\n".join(f"{k}: {v}" for k, v in o.items()))
-    return 0 if out["failed"] == 0 else 1
+    return 0 if out["done"] == out["cells"] else 1
 
 
 def _status(args) -> int:

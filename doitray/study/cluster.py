@@ -218,8 +218,18 @@ def _is_spot(provider: str, node_config: dict) -> bool:
 
 
 def _launcher_policy(cfg: dict, warnings: list[Issue]) -> list[Issue]:
+    import ray
+
+    if not cfg.get("available_node_types") or not cfg.get("head_node_type"):
+        return [Issue("available_node_types", "required: a head node type and worker node types")]
     errors = []
     types, head = cfg["available_node_types"], cfg["head_node_type"]
+    for key in ("image", "head_image", "worker_image"):
+        image = str((cfg.get("docker") or {}).get(key, ""))
+        tag = image.rpartition(":")[2] if image.startswith("rayproject/ray:") else ""
+        if tag[:1].isdigit() and _version(tag) != _version(ray.__version__):
+            warnings.append(Issue(_p("docker", key), f"{image} differs from this Ray ({ray.__version__}); "
+                                  "the launcher and the cluster should run the same Ray"))
     provider = cfg["provider"]["type"]
     drivers = []
     for name, t in types.items():
@@ -520,7 +530,8 @@ def _rayjob_checks(spec: dict, warnings: list[Issue]) -> list[Issue]:
     if selector and mode == "SidecarMode":
         errors.append(Issue("spec.clusterSelector", "not supported in SidecarMode"))
     if mode == "SidecarMode" and (spec.get("submitterPodTemplate") or spec.get("submitterConfig")):
-        errors.append(Issue("spec.submissionMode", "SidecarMode supports neither submitterPodTemplate nor submitterConfig"))
+        errors.append(Issue("spec.submissionMode",
+                            "SidecarMode supports neither submitterPodTemplate nor submitterConfig"))
     if mode == "InteractiveMode" and spec.get("backoffLimit", 0) > 0:
         errors.append(Issue("spec.backoffLimit", "must be 0 in InteractiveMode"))
     if spec.get("backoffLimit", 0) < 0:
@@ -644,7 +655,7 @@ def validate_document(doc: Any, *, index: int = 0, crd_dir: str | os.PathLike | 
     if kind == LAUNCHER:
         rep = DocumentReport(index, kind, name=doc.get("cluster_name"))
         rep.errors, rep.warnings = validate_launcher(doc, policy=policy)
-    elif doc.get("apiVersion", "").startswith("ray.io/") or kind in RAY_KINDS:
+    elif str(doc.get("apiVersion", "")).startswith("ray.io/") or kind in RAY_KINDS:
         rep = DocumentReport(index, kind, name=(doc.get("metadata") or {}).get("name"))
         rep.errors, rep.warnings = validate_kuberay(doc, crd_dir, policy=policy)
     else:  # a ConfigMap or Secret shipped beside the manifest

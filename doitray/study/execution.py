@@ -78,6 +78,7 @@ class CellRun:
         per = {"CPU": r["cpus_per_worker"]}
         if r["gpus_per_worker"]:
             per["GPU"] = r["gpus_per_worker"]
+        per.update(r.get("worker_resources") or {})  # elastic helper: custom per-worker resources
         return {"num_workers": workers, "resources_per_worker": per, "use_gpu": bool(r["gpus_per_worker"])}
 
     def _policy(self):
@@ -129,39 +130,30 @@ class CellRun:
 
     # -- evaluation ---------------------------------------------------------------------------
     def suites(self, split: str):
-        """The cell's evaluation suites for ``split`` (default: the pool's items of the cell's abilities)."""
-        from doitray.eval.suites import build_suites
+        """The cell's evaluation suites of ``split``: the pool's items of the cell's abilities (+ OOD)."""
+        return pool_suites(self.pool, split, self.abilities(), self.evaluation["suites"],
+                           max_tokens=self.evaluation["max_new_tokens"])
 
-        return build_suites(self.evaluation["suites"], pool=self.pool, split=split, abilities=self.abilities(),
-                            cache_dir=self.cache)
+    def _scores(self, name: str, split: str) -> list[dict]:
+        df = self.store.read("scores")
+        return df[(df["cell_id"] == self.cid) & (df["checkpoint"] == name) & (df["split"] == split)].to_dict("records")
 
     def evaluate(self, results: list[tuple[int, Any]]) -> None:
-        from doitray.eval.runner import evaluate_checkpoint
+        """Pick the checkpoint to report (rule of the study) and score what the study asks for on test."""
+        from doitray.eval.runner import evaluate_and_store
 
         final_stage, final = results[-1]
         ckpts = [c for c in final.checkpoints if c.hf_path]
         if not ckpts:
             raise RuntimeError(f"stage {final.name} exported no checkpoint to evaluate")
         ev = self.evaluation
-        engine = dict(ev.get("engine") or {})
 
         def run(c, stage: int, split: str) -> list[dict]:
             name = ckpt_name(stage, c.name)
-            out_rows: list[dict] = []
-            for suite in self.suites(split):
-                key = part_key(self.cid, name, suite.name, split)
-                if self.store.has_part("scores", key):
-                    df = self.store.read("scores")
-                    out_rows += df[(df["cell_id"] == self.cid) & (df["checkpoint"] == name) &
-                                   (df["suite"] == suite.name) & (df["split"] == split)].to_dict("records")
-                    continue
-                r = evaluate_checkpoint(c.hf_path, [suite], template=self.content["template"], cell_id=self.cid,
-                                        checkpoint=name, stage=stage, step=c.step, epoch=float(c.epoch),
-                                        max_new_tokens=ev["max_new_tokens"], engine_options=engine, seed=self.seed)
-                self.store.write("predictions", key, r.predictions)
-                self.store.write("scores", key, r.scores)
-                out_rows += r.scores
-            return out_rows
+            evaluate_and_store(self.store, c.hf_path, self.suites(split), template=self.content["template"],
+                               cell_id=self.cid, checkpoint=name, stage=stage, step=c.step, epoch=float(c.epoch),
+                               engine_options=dict(ev.get("engine") or {}), seed=self.seed)
+            return self._scores(name, split)
 
         if ev["select"] == "last":
             selected = ckpts[-1]
@@ -174,7 +166,7 @@ class CellRun:
                 avg[c.name] = sum(r["value"] for r in rows) / max(1, len(rows))
             selected = max(ckpts, key=lambda c: (avg[c.name], c.step))
         targets: list[tuple[int, Any]] = [(final_stage, selected)]
-        if ev["evaluate"] == "last" and ckpts[-1] is not selected:
+        if ev["evaluate"] == "last":
             targets = [(final_stage, ckpts[-1])]
         elif ev["evaluate"] == "all":
             targets = [(i, c) for i, res in results for c in res.checkpoints if c.hf_path]
@@ -202,6 +194,31 @@ class CellRun:
                 "volume": self.levels.get("volume") or sum(examples.values()),
                 "recipe": json.dumps([{"stage": n, "recipe": json.loads(r.model_dump_json())}
                                       for n, r in stage_recipes(self.content)])}
+
+
+def pool_suites(pool: Pool, split: str, abilities: list[str], entries: list[dict], *, max_tokens: int):
+    """Evaluation suites from the pool's ``split``: DoIT in-domain (+ out-of-domain when present).
+
+    ``entries`` (the study's ``evaluation.suites``) may set ``limit_per_ability`` (a deterministic subset:
+    the first N items by id of each ability) and ``abilities``.
+    """
+    from doitray.eval.suites import doit_suites
+
+    opts: dict = {}
+    for e in entries:
+        opts.update(e)
+    wanted = opts.get("abilities") or abilities
+    recs = load_records(pool, split=split)
+    limit = opts.get("limit_per_ability")
+    if limit:
+        by: dict[str, list[dict]] = {}
+        for r in sorted(recs, key=lambda r: r["id"]):
+            by.setdefault(r["ability"], []).append(r)
+        recs = [r for rs in by.values() for r in rs[: int(limit)]]
+    suites = doit_suites(recs, split, abilities=wanted, ood=opts.get("ood", True))
+    for s in suites:
+        s.max_tokens = s.max_tokens or max_tokens
+    return suites
 
 
 def ckpt_name(stage: int, name: str) -> str:

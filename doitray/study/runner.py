@@ -47,14 +47,19 @@ def cell_need(tier: TierSpec) -> tuple[str, float]:
 def tier_concurrency(spec: StudySpec, tier_name: str, n_cells: int) -> int:
     """``max_concurrent_trials`` for a tier: explicit, or how many cells the cluster holds at once.
 
-    Tune does not account for the Train workers' own placement groups (notes §2.2), so without this
-    extra trials start and wait. On an autoscaling cluster the explicit value lets it grow.
+    Tune does not account for the Train workers' own placement groups (notes §2.2): ``auto`` counts
+    what the cluster holds now; ``elastic`` starts every cell and lets their Train runs wait for
+    resources, which makes an autoscaling cluster grow and uses nodes that join mid-study.
     """
     tier = spec.resources[tier_name]
     if tier.concurrency:
         return min(tier.concurrency, n_cells)
     if isinstance(spec.concurrency, int):
         return min(spec.concurrency, n_cells)
+    if spec.concurrency == "elastic":
+        # Train V2 retries a worker group that cannot be placed yet (startup timeouts are retryable
+        # controller errors), so surplus cells wait for resources and start as nodes join.
+        return n_cells
     res, need = cell_need(tier)
     have = ray.cluster_resources().get(res, 0.0)
     return max(1, min(n_cells, math.floor(have / need) if need else n_cells))
@@ -102,10 +107,17 @@ def run_study(spec: StudySpec, *, retry_failed: bool = False, progress_interval:
         cells = [c for c in cells if c.cell_id in set(only)]
     todo, skipped = _pending_cells(spec, store, cells, retry_failed)
     shared = prepare_study(spec, store) if todo else {}
-    for tier_name, tier_cells in cells_by_tier(todo).items():
-        k = tier_concurrency(spec, tier_name, len(tier_cells))
-        store.write_json("run.json", {"concurrency": k, "tier": tier_name, "started_at": t0})
-        _run_tier(spec, store, tier_name, tier_cells, k, shared, progress_interval)
+    started_serve = _ensure_serve() if todo else False
+    try:
+        for tier_name, tier_cells in cells_by_tier(todo).items():
+            k = tier_concurrency(spec, tier_name, len(tier_cells))
+            store.write_json("run.json", {"concurrency": k, "tier": tier_name, "started_at": t0})
+            _run_tier(spec, store, tier_name, tier_cells, k, shared, progress_interval)
+    finally:
+        if started_serve:
+            from ray import serve
+
+            serve.shutdown()
     status = study_status(store.uri)
     return StudyOutcome(store.uri, status.total, status.done, status.failed, skipped, time.time() - t0)
 
@@ -129,6 +141,23 @@ def _run_tier(spec: StudySpec, store: ResultsStore, tier_name: str, cells: list[
         ),
     )
     tuner.fit()
+
+
+def _ensure_serve() -> bool:
+    """Start Serve (no HTTP proxy) from the driver; returns whether this call started it.
+
+    Trials evaluate through Serve deployments. Serve's controller must not be created from inside a
+    trial: Tune's placement group would capture it, and it could not be placed there.
+    """
+    from ray import serve
+    from ray.serve.exceptions import RayServeException
+
+    try:
+        serve.context._get_global_client()
+        return False
+    except RayServeException:
+        serve.start(proxy_location="Disabled")
+        return True
 
 
 def _tune_storage(store: ResultsStore) -> str:

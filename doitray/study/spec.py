@@ -135,6 +135,9 @@ class TierSpec(_Strict):
     cpus_per_worker: float = Field(default=1, gt=0)
     gpus_per_worker: int = Field(default=0, ge=0)
     gpu_mem_gb: float = Field(default=80, gt=0)
+    # extra Ray resources each Train worker holds: a custom resource that only the cell nodes offer keeps
+    # cells off the driver / data nodes (elastic helper: added for the one-machine multi-node demos)
+    worker_resources: dict[str, float] = {}
     concurrency: int | None = Field(default=None, ge=1)
 
     @field_validator("workers")
@@ -167,9 +170,17 @@ class StudySpec(_Strict):
     checkpoints: CheckpointSpec = CheckpointSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
     resources: dict[str, TierSpec] = {"default": TierSpec()}
-    concurrency: int | Literal["auto"] = "auto"
+    # auto: as many cells at once as the cluster holds now; elastic: every cell's trial starts and its Train
+    # run waits for resources, so cells start as nodes appear (autoscaling clusters); or a fixed number
+    concurrency: int | Literal["auto", "elastic"] = "auto"
     driver_resource: str | None = None  # custom resource of non-preemptible driver nodes (TRAIN_DRIVER)
+    # read by the report: {features: {ability: {name: value}}, complexity: base_score|answer_length|answer_steps,
+    # transference: share|gain} (doitray.analysis)
+    analysis: dict[str, Any] = {}
     max_retries: int = Field(default=2, ge=0)
+
+    def _check_memory(self, settings) -> None:
+        _fits(self, settings)
 
     @model_validator(mode="after")
     def _cross_checks(self):
@@ -212,7 +223,8 @@ class StudySpec(_Strict):
             if not paths:
                 raise ValueError("tokenizer: give tokenizer.path, tokenizer.train_vocab_size, or a model with "
                                  "a path/gguf whose tokenizer is used")
-        training_settings(self.training, error=ValueError)
+        settings = training_settings(self.training, error=ValueError)
+        self._check_memory(settings)
         from doitray.data.recipes import Recipe
 
         for name, r in self.recipes.items():
@@ -225,6 +237,25 @@ class StudySpec(_Strict):
             if bad:
                 raise ValueError(f"exclude[{i}]: unknown factor(s) {bad}; factors: {sorted(Factors.model_fields)}")
         return self
+
+
+def _fits(spec: "StudySpec", settings) -> None:
+    from doitray.models.planner import plan
+    from doitray.models.presets import get_preset
+
+    for name, lvl in spec.models.items():
+        tier = spec.resources[lvl.tier]
+        if not (tier.gpus_per_worker and lvl.preset):
+            continue
+        workers = tier.workers if isinstance(tier.workers, int) else tier.workers[0]
+        gpus = workers * tier.gpus_per_worker
+        mp = plan(get_preset(lvl.preset), gpus=gpus, gpu_mem_gib=tier.gpu_mem_gb, seq_len=settings.seq_len,
+                  micro_batch=settings.micro_batch, activation_checkpointing=settings.activation_checkpointing)
+        if not mp.fits:
+            need = f"needs {mp.min_gpus} GPUs" if mp.min_gpus else "does not fit at any GPU count"
+            raise ValueError(f"models.{name}: {lvl.preset} does not fit {gpus} GPUs of {tier.gpu_mem_gb:g} GB under "
+                             f"FSDP2 at seq {settings.seq_len}, micro-batch {settings.micro_batch} ({need}; "
+                             f"see `doitray plan {lvl.preset}`)")
 
 
 def training_settings(training: dict[str, Any], *, error: type[Exception] = StudyFileError):

@@ -61,6 +61,11 @@ TABLES = tuple(SCHEMAS)
 _SAFE = re.compile(r"[^A-Za-z0-9._=-]+")
 
 
+def _null_nan(v: Any) -> Any:
+    """Missing values read back through pandas come as NaN; store them as null."""
+    return None if isinstance(v, float) and v != v else v
+
+
 def part_key(*parts: Any) -> str:
     """A file-name-safe part key from its components."""
     return "__".join(_SAFE.sub("_", str(p)) for p in parts)
@@ -109,7 +114,7 @@ class ResultsStore:
     def write(self, table: str, key: str, rows: list[dict]) -> str:
         """Replace part ``key`` of ``table`` with ``rows`` (missing columns are null)."""
         schema = SCHEMAS[table]
-        data = pa.Table.from_pylist([{f: r.get(f) for f in schema.names} for r in rows], schema=schema)
+        data = pa.Table.from_pylist([{f: _null_nan(r.get(f)) for f in schema.names} for r in rows], schema=schema)
         path = f"{self.table_dir(table)}/{part_key(key)}.parquet"
 
         def _w(p: str) -> None:

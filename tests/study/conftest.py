@@ -18,7 +18,7 @@ def tiny_study(storage: Path, volumes=(40, 80), **over) -> dict:
         "name": "e2e",
         "storage": str(storage),
         "sources": [{"name": "suite", "format": "synthetic",
-                     "options": {"seed": 0, "train_per_ability": 200, "eval_per_ability": 6}}],
+                     "options": {"seed": 0, "train": 200, "valid": 8, "test": 6, "synthetic": 50}}],
         "template": "doit",
         "tokenizer": {"train_vocab_size": 512},
         "models": {"xs": {"preset": "tiny-xs", "init": "scratch"}},

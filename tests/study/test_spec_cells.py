@@ -146,3 +146,11 @@ def test_training_settings_are_validated():
     m = err(study(training={"preset": "tiny", "schedule": "zigzag"}))
     assert "training" in m and "cosine" in m
     assert "unknown train settings preset" in err(study(training={"preset": "gpt5"}))
+
+
+def test_model_that_does_not_fit_its_gpus_is_rejected():
+    doc = study(models={"big": {"preset": "llama-33b", "path": "/models/llama-33b", "tier": "one"}},
+                resources={"one": {"workers": 1, "gpus_per_worker": 1, "gpu_mem_gb": 80}},
+                factors={"model": ["big"]}, training={"preset": "doit"})
+    m = err(doc)
+    assert "models.big" in m and "does not fit 1 GPUs" in m

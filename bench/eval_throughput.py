@@ -1,0 +1,156 @@
+"""Generation throughput of the evaluation path: Ray Serve + vLLM vs plain ``vllm.LLM.generate`` vs HF ``generate``.
+
+One tiny checkpoint (random Llama, hidden 128, 2 layers, head_dim 64, or ``--model DIR``), the same
+token-id prompts and greedy settings for all three; each path is timed after one warm-up call.
+Prints tokens/s of each and the ratios (targets: Serve ≥ 0.8× plain vLLM, ≥ 20× HF generate).
+
+    python bench/eval_throughput.py [--prompts 128] [--max-tokens 64] [--model HF_DIR] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")  # same setting the Serve replica uses on CPU
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_AUTH_MODE", os.environ.get("RAY_AUTH_MODE", "disabled"))
+
+
+def tiny_model(out: str) -> str:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from doitray.data.templates import get_template
+    from doitray.data.tokenizer import train_tokenizer
+
+    texts = [f"<user>What is {a} plus {b}?<eot><assistant>{a} plus {b} is {a + b}.<eot>"
+             for a in range(40) for b in range(0, 40, 3)] + ["天地玄黄 宇宙洪荒 def f(x): return x * 2"] * 20
+    tok_dir = train_tokenizer(texts, os.path.join(out, "tok"), vocab_size=512, template=get_template("doit"))
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    hf = os.path.join(out, "hf")
+    LlamaForCausalLM(cfg).save_pretrained(hf, safe_serialization=True)
+    tok.save_pretrained(hf)
+    return hf
+
+
+def prompts_for(hf_dir: str, n: int) -> list[list[int]]:
+    from transformers import AutoTokenizer
+
+    from doitray.data.templates import get_template
+
+    tok = AutoTokenizer.from_pretrained(hf_dir)
+    t = get_template("doit")
+    return [t.prompt_ids(tok, [{"role": "user", "content": f"What is {i} plus {i * 7 % 13}? 天地玄黄"}]) for i in range(n)]
+
+
+def bench_serve(hf_dir, prompts, max_tokens, max_model_len):
+    import ray
+
+    from doitray.eval.engine import ServeEngine
+
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    try:
+        with ServeEngine(hf_dir, {"max_model_len": max_model_len, "dtype": "float32", "max_num_seqs": 256,
+                                  "batch_size": 32}) as eng:
+            eng.generate(prompts[:4], max_tokens=4)
+            t0 = time.perf_counter()
+            res = eng.generate(prompts, max_tokens=max_tokens)
+            dt = time.perf_counter() - t0
+    finally:
+        ray.shutdown()
+    return sum(len(r["outputs"][0]["token_ids"]) for r in res), dt
+
+
+def bench_vllm(hf_dir, prompts, max_tokens, max_model_len):
+    from vllm import LLM, SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    llm = LLM(model=hf_dir, max_model_len=max_model_len, dtype="float32", enforce_eager=True, max_num_seqs=256,
+              seed=0, distributed_executor_backend="uni")
+    sp = SamplingParams(temperature=0.0, max_tokens=max_tokens)
+    llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts[:4]], SamplingParams(max_tokens=4), use_tqdm=False)
+    t0 = time.perf_counter()
+    outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], sp, use_tqdm=False)
+    dt = time.perf_counter() - t0
+    n = sum(len(o.outputs[0].token_ids) for o in outs)
+    del llm
+    return n, dt
+
+
+def bench_hf(hf_dir, prompts, max_tokens, batch):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(hf_dir)
+    model = AutoModelForCausalLM.from_pretrained(hf_dir, torch_dtype=torch.float32).eval()
+    pad = tok.pad_token_id
+
+    def run(ps):
+        n = 0
+        for i in range(0, len(ps), batch):
+            chunk = ps[i:i + batch]
+            width = max(len(p) for p in chunk)
+            ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk])
+            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])
+            with torch.no_grad():
+                out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, do_sample=False,
+                                     pad_token_id=pad, eos_token_id=tok.eos_token_id)
+            new = out[:, width:]
+            for row in new.tolist():  # tokens up to and including the first EOS, as vLLM counts them
+                eos = tok.eos_token_id
+                n += row.index(eos) + 1 if eos in row else len(row)
+        return n
+
+    run(prompts[:4])
+    t0 = time.perf_counter()
+    n = run(prompts)
+    return n, time.perf_counter() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", help="HF checkpoint dir (default: a tiny random Llama built here)")
+    ap.add_argument("--prompts", type=int, default=128)
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--max-model-len", type=int, default=512)
+    ap.add_argument("--hf-batch", type=int, default=16)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        hf_dir = args.model or tiny_model(tmp)
+        prompts = prompts_for(hf_dir, args.prompts)
+        res = {}
+        for name, fn in (("serve", lambda: bench_serve(hf_dir, prompts, args.max_tokens, args.max_model_len)),
+                         ("vllm", lambda: bench_vllm(hf_dir, prompts, args.max_tokens, args.max_model_len)),
+                         ("hf", lambda: bench_hf(hf_dir, prompts, args.max_tokens, args.hf_batch))):
+            n, dt = fn()
+            res[name] = {"tokens": n, "seconds": dt, "tokens_per_s": n / dt}
+            print(f"[{name}] {n} tokens in {dt:.2f}s = {n / dt:.1f} tok/s", file=sys.stderr, flush=True)
+    out = {**res, "prompts": args.prompts, "max_tokens": args.max_tokens,
+           "serve_over_vllm": res["serve"]["tokens_per_s"] / res["vllm"]["tokens_per_s"],
+           "serve_over_hf": res["serve"]["tokens_per_s"] / res["hf"]["tokens_per_s"],
+           "vllm_over_hf": res["vllm"]["tokens_per_s"] / res["hf"]["tokens_per_s"]}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for k in ("serve", "vllm", "hf"):
+            print(f"{k:6s} {res[k]['tokens']:7d} tokens  {res[k]['seconds']:8.2f} s  {res[k]['tokens_per_s']:10.1f} tok/s")
+        print(f"serve / vllm = {out['serve_over_vllm']:.2f}x (target >= 0.8x)")
+        print(f"serve / hf   = {out['serve_over_hf']:.2f}x (target >= 20x)")
+        print(f"vllm  / hf   = {out['vllm_over_hf']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Scale-out: the same small study on a 1-node and a 2-node local Ray cluster; prints the wall-time ratio.
+
+    python bench/scale_out.py                     # 4 independent tiny cells, 1 vs 2 cell nodes
+    python bench/scale_out.py --cells 6 --steps 24 --concurrency elastic
+
+Each cluster (``ray.cluster_utils.Cluster``, all on this machine) has a "safe" head — the trial drivers
+(``TRAIN_DRIVER``) and the CPUs for Ray Data tasks and the evaluation replicas — plus N simulated cell
+nodes with one logical CPU and one ``CELL_NODE`` each. Every cell's Train worker holds one CPU and one
+``CELL_NODE`` (``resources.default.worker_resources``), so a cell node runs one cell at a time and the
+2-node cluster really has twice the cell capacity. Cells are identical but for their seed (independent,
+equal work). Each run uses a fresh storage folder (data preparation included in both) and its own
+cluster, in a child process. Target: ratio (2-node / 1-node) <= 0.6.
+
+Wall times are end to end (``run_study``: preparation, every cell's data, training, Serve+vLLM
+evaluation, store). The "cells" span (first cell start to last cell finish, from the cells table) is
+printed as well; on a shared or small machine both are bounded by the physical cores, which the
+simulated nodes share, so the report prints the load average next to the figures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MB = 1024 ** 2
+CELL = "CELL_NODE"
+ENV = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "10", "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+       "TOKENIZERS_PARALLELISM": "false", "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1",
+       "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+
+
+def study_doc(storage: Path, cells: int, steps: int, concurrency) -> dict:
+    """``cells`` tiny cells (tiny-xs from scratch, seq 128) that differ only by seed; a short evaluation."""
+    return {
+        "name": "scaleout", "storage": str(storage),
+        "sources": [{"name": "suite", "format": "synthetic",
+                     "options": {"seed": 0, "train": 200, "valid": 8, "test": 6, "synthetic": 50}}],
+        "template": "doit", "tokenizer": {"train_vocab_size": 512},
+        "models": {"xs": {"preset": "tiny-xs", "init": "scratch"}},
+        "factors": {"model": ["xs"], "volume": [40], "seed": list(range(cells))},
+        "training": {"preset": "tiny", "epochs": 2, "max_steps": steps, "seq_len": 128, "global_batch": 8,
+                     "micro_batch": 2},
+        "checkpoints": {"every": "last"},
+        "evaluation": {"select": "last", "evaluate": "last", "max_new_tokens": 4,
+                       "suites": [{"limit_per_ability": 1, "ood": False}], "engine": {"max_model_len": 256}},
+        "resources": {"default": {"workers": 1, "cpus_per_worker": 1, "worker_resources": {CELL: 1}}},
+        "concurrency": concurrency, "max_retries": 0,
+    }
+
+
+def head_cpus(cells: int, concurrency: str) -> int:
+    """Logical CPUs of the head (Ray Data + evaluation), the same in both runs.
+
+    A cell's tokenize pipeline holds a read task and a Tokenize actor (1 CPU each) at once; with fewer
+    than 2 free CPUs per cell preparing at the same time the pipelines deadlock, so the head gets 2 per
+    cell that may prepare concurrently (at most 2 with ``nodes``; every cell with ``elastic``) plus 1.
+    """
+    at_once = min(cells, 2) if concurrency == "nodes" else cells
+    return 2 * at_once + 1
+
+
+def child(nodes: int, storage: Path, out: Path, cells: int, steps: int, concurrency: str) -> None:
+    """One measurement: a fresh cluster with ``nodes`` cell nodes runs the study; writes the figures."""
+    os.environ.update(ENV)  # inherited by every node's processes
+    os.environ.pop("RAY_ADDRESS", None)
+    sys.path.insert(0, str(REPO))
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from doitray.study.runner import run_study
+    from doitray.study.spec import parse_study
+    from doitray.study.store import ResultsStore
+
+    conc = nodes if concurrency == "nodes" else (int(concurrency) if concurrency.isdigit() else concurrency)
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": head_cpus(cells, concurrency),
+                                                      "resources": {"TRAIN_DRIVER": 100},
+                                                      "object_store_memory": 300 * MB, "include_dashboard": False})
+    try:
+        for _ in range(nodes):
+            c.add_node(num_cpus=1, resources={CELL: 1}, object_store_memory=200 * MB)
+        ray.init(address=c.address, log_to_driver=False)
+        spec = parse_study(study_doc(storage, cells, steps, conc))
+        t0 = time.perf_counter()
+        outcome = run_study(spec, progress_interval=60)
+        wall = time.perf_counter() - t0
+        df = ResultsStore(str(storage)).read("cells")
+        span = float(df["finished_at"].max() - df["started_at"].min()) if outcome.done else float("nan")
+        out.write_text(json.dumps({"nodes": nodes, "wall_s": wall, "cells_span_s": span, "done": outcome.done,
+                                   "total": outcome.total, "failed": outcome.failed}))
+    finally:
+        ray.shutdown()
+        c.shutdown()
+
+
+def measure(nodes: int, args, workdir: Path) -> dict:
+    storage, out = workdir / f"store-{nodes}node", workdir / f"result-{nodes}node.json"
+    cmd = [sys.executable, __file__, "--child", str(nodes), "--storage", str(storage), "--out", str(out),
+           "--cells", str(args.cells), "--steps", str(args.steps), "--concurrency", args.concurrency]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    load = os.getloadavg()[0]
+    p = subprocess.run(cmd, capture_output=not args.verbose, text=True, env=env, start_new_session=True)
+    if p.returncode != 0 or not out.exists():
+        tail = "" if args.verbose else (p.stdout or "")[-2000:] + (p.stderr or "")[-4000:]
+        raise SystemExit(f"{nodes}-node run failed (exit {p.returncode})\n{tail}")
+    res = json.loads(out.read_text())
+    res["load_before"] = load
+    res["load_after"] = os.getloadavg()[0]
+    if res["done"] != res["total"]:
+        raise SystemExit(f"{nodes}-node run finished {res['done']}/{res['total']} cells")
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cells", type=int, default=4, help="independent cells (default 4)")
+    ap.add_argument("--steps", type=int, default=16, help="optimizer steps per cell (default 16)")
+    ap.add_argument("--concurrency", default="nodes",
+                    help="the study's concurrency: 'nodes' (default: as many cells as cell nodes, as 'auto' "
+                         "would on a fixed cluster), elastic, or a number")
+    ap.add_argument("--workdir", help="where the two study folders go (default: a temporary folder)")
+    ap.add_argument("--verbose", action="store_true", help="show the runs' output")
+    ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--storage", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        child(args.child, Path(args.storage), Path(args.out), args.cells, args.steps, args.concurrency)
+        return 0
+    with tempfile.TemporaryDirectory(prefix="doitray-scaleout-", dir=args.workdir) as tmp:
+        one = measure(1, args, Path(tmp))
+        two = measure(2, args, Path(tmp))
+    ratio, span_ratio = two["wall_s"] / one["wall_s"], two["cells_span_s"] / one["cells_span_s"]
+    print(f"scale-out: {args.cells} independent tiny cells, {args.steps} steps each, concurrency {args.concurrency}, "
+          f"{os.cpu_count()} physical cores")
+    for r in (one, two):
+        print(f"  {r['nodes']} cell node(s): study wall {r['wall_s']:7.1f} s   cells span {r['cells_span_s']:7.1f} s   "
+              f"(load avg {r['load_before']:.1f} -> {r['load_after']:.1f})")
+    print(f"wall-time ratio 2-node / 1-node: {ratio:.2f} (target <= 0.6); cells span ratio: {span_ratio:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

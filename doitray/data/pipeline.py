@@ -1,0 +1,158 @@
+"""The Ray Data pipeline from a mixture to packed training rows: tokenize (template) → truncate → pack.
+
+Tokenization runs as ``map_batches`` with a callable class (an actor pool; each actor loads the
+tokenizer once). Truncation policy: an example longer than ``seq_len`` is right-truncated (counted in
+``n_truncated``); one left with no loss token is dropped (counted in ``n_dropped``). Packing runs once on
+the driver over the tokenized examples in the mixture's canonical order, so the output is identical
+whatever the block count. The result is written under ``cache_dir/packed/<key>/data`` (Parquet, numeric
+columns only) with ``packed.json`` beside it; ``key`` hashes (data, tokenizer, template, seq_len, pack),
+so each is tokenized once and reused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from doitray.data.packing import pack
+
+PIPELINE_VERSION = 1
+ROWS_PER_FILE = 4096
+
+
+@dataclass
+class Packed:
+    """Packed training data: ``path`` (Parquet directory) and the figures of ``packed.json``."""
+
+    path: str
+    key: str
+    seq_len: int
+    n_rows: int
+    n_examples: int
+    n_tokens: int
+    n_loss_tokens: int
+    pad_fraction: float
+    n_truncated: int
+    n_dropped: int
+    tokenizer: str
+    template: str
+    packed: bool = True
+
+    @classmethod
+    def load(cls, out_dir: str | os.PathLike) -> "Packed":
+        info = json.loads((Path(out_dir) / "packed.json").read_text())
+        return cls(**{k: v for k, v in info.items() if k in cls.__dataclass_fields__})
+
+
+class Tokenize:
+    """map_batches UDF (actor): messages -> input_ids/labels with the chat template, truncated to seq_len."""
+
+    def __init__(self, tokenizer_dir: str, template: str, seq_len: int):
+        from doitray.data.templates import get_template
+        from doitray.data.tokenizer import load_tokenizer
+
+        self.template = get_template(template)
+        self.tok = load_tokenizer(tokenizer_dir, self.template)
+        self.seq_len = seq_len
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        ids, labels, trunc = [], [], []
+        for msgs in batch["messages"].to_pylist():
+            enc = self.template.encode(self.tok, msgs, max_len=self.seq_len)
+            ids.append(enc.input_ids)
+            labels.append(enc.labels)
+            trunc.append(enc.truncated)
+        keep = [c for c in ("part", "ability", "order_key", "id") if c in batch.column_names]
+        return pa.table({**{c: batch[c] for c in keep}, "input_ids": pa.array(ids, pa.list_(pa.int32())),
+                         "labels": pa.array(labels, pa.list_(pa.int32())), "truncated": pa.array(trunc, pa.bool_())})
+
+
+def _fingerprint(path: Path) -> list:
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+
+
+def _tokenizer_hash(tokenizer_dir: str) -> str:
+    h = hashlib.sha256()
+    for p in sorted(Path(tokenizer_dir).glob("*")):
+        if p.is_file():
+            h.update(p.name.encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def packed_key(mixture_path: str, tokenizer_dir: str, template: str, seq_len: int, packed: bool) -> str:
+    payload = [PIPELINE_VERSION, str(Path(mixture_path).resolve()), _fingerprint(Path(mixture_path)),
+               _tokenizer_hash(tokenizer_dir), template, int(seq_len), bool(packed)]
+    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:16]
+
+
+def tokenize(mixture_path: str, tokenizer_dir: str, template: str, seq_len: int, *, batch_size: int = 256,
+             concurrency: int | tuple[int, int] = (1, 2), override_num_blocks: int | None = None) -> pa.Table:
+    """Tokenized examples (ids, labels, truncated) in the mixture's canonical order, via Ray Data."""
+    import ray.data
+
+    lo, hi = (concurrency, concurrency) if isinstance(concurrency, int) else concurrency
+    ds = ray.data.read_parquet(str(mixture_path), override_num_blocks=override_num_blocks)
+    ds = ds.map_batches(Tokenize, fn_constructor_kwargs={"tokenizer_dir": str(tokenizer_dir), "template": template,
+                                                          "seq_len": int(seq_len)},
+                        batch_size=batch_size, batch_format="pyarrow", num_cpus=1, compute=ray.data.ActorPoolStrategy(
+                            min_size=lo, max_size=hi))
+    t = pa.concat_tables([b for b in ds.iter_batches(batch_format="pyarrow", batch_size=None) if b.num_rows])
+    order = [(c, "ascending") for c in ("part", "ability", "order_key", "id") if c in t.column_names]
+    return t.sort_by(order)
+
+
+def tokenize_and_pack(mixture_path, tokenizer_dir: str, template: str, seq_len: int, cache_dir: str | os.PathLike,
+                      *, pack_rows: bool = True, batch_size: int = 256, concurrency: int | tuple[int, int] = (1, 2),
+                      override_num_blocks: int | None = None) -> Packed:
+    """Packed rows of a mixture (a ``Mixture`` or its Parquet path), cached under ``cache_dir/packed``."""
+    from doitray.data.tokenizer import load_tokenizer
+
+    mixture_path = str(getattr(mixture_path, "path", mixture_path))
+    if seq_len < 8:
+        raise ValueError(f"seq_len must be >= 8, got {seq_len}")
+    key = packed_key(mixture_path, tokenizer_dir, template, seq_len, pack_rows)
+    out = Path(cache_dir) / "packed" / key
+    if (out / "packed.json").exists():
+        return Packed.load(out)
+    t = tokenize(mixture_path, tokenizer_dir, template, seq_len, batch_size=batch_size, concurrency=concurrency,
+                 override_num_blocks=override_num_blocks)
+    examples, n_dropped = [], 0
+    for ids, labels in zip(t["input_ids"].to_pylist(), t["labels"].to_pylist()):
+        if not any(x != -100 for x in labels):
+            n_dropped += 1
+            continue
+        examples.append((ids, labels))
+    if not examples:
+        raise ValueError(f"no example of {mixture_path} has a trainable token at seq_len={seq_len}")
+    from doitray.data.templates import get_template
+
+    tok = load_tokenizer(tokenizer_dir, get_template(template))  # same vocabulary as the Tokenize actors
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    cols, stats = pack(examples, seq_len, pad_id, packed=pack_rows)
+    tmp = out.with_name(f"{key}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "data").mkdir(parents=True)
+    for f, start in enumerate(range(0, stats.n_rows, ROWS_PER_FILE)):
+        sl = slice(start, start + ROWS_PER_FILE)
+        table = pa.table({c: (pa.array(list(v[sl]), pa.list_(pa.int32())) if v.ndim == 2 else pa.array(v[sl], pa.int32()))
+                          for c, v in cols.items()})
+        pq.write_table(table, tmp / "data" / f"part-{f:05d}.parquet")
+    info = Packed(path=str(out / "data"), key=key, seq_len=int(seq_len), n_rows=stats.n_rows, n_examples=stats.n_examples,
+                  n_tokens=stats.n_tokens, n_loss_tokens=stats.n_loss_tokens, pad_fraction=stats.pad_fraction,
+                  n_truncated=int(np.sum(t["truncated"].to_numpy(zero_copy_only=False))), n_dropped=n_dropped,
+                  tokenizer=str(tokenizer_dir), template=template, packed=pack_rows)
+    (tmp / "packed.json").write_text(json.dumps(asdict(info), indent=1))
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return Packed.load(out)

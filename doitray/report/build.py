@@ -1,0 +1,197 @@
+"""Build the study report (one self-contained HTML file) and its terminal summary."""
+from __future__ import annotations
+
+import html
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import pandas as pd
+
+from doitray.analysis import Analysis, analyze, load_results
+from doitray.analysis.sensitivity import DEFAULT_TAU, RESPONSIVE_RULE, reference_construction
+from doitray.analysis.tables import ability_panels, model_order
+from doitray.console import table as text_table
+from doitray.report import figures_curves as fc
+from doitray.report import figures_study as fs
+from doitray.report.html import figure_html, page, table_html
+from doitray.report.style import Palette, display_name, fmt
+
+
+@dataclass
+class ReportInfo:
+    """What ``build_report`` wrote."""
+
+    path: str
+    study: str
+    figures: list[str]
+    cells_total: int
+    cells_done: int
+    partial: bool
+    missing: list[str] = field(default_factory=list)
+    bytes: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _load(study_root: str, smooth_sigma: float = 0.0, n_boot: int = 500, x: str | None = None) -> Analysis:
+    results = load_results(study_root)
+    if results.cells.empty and results.scores.empty and results.study is None:
+        raise FileNotFoundError(f"{study_root}: no results store here (no study.json and no tables/cells, "
+                                "tables/scores); give the study's storage path")
+    return analyze(results, x=x, smooth_sigma=smooth_sigma, n_boot=n_boot)
+
+
+def make_figures(an: Analysis, smooth: bool = False) -> list[fc.Figure]:
+    """Every figure the analysis supports, in report order."""
+    df = an.tidy
+    pal = Palette(model_order(df) or model_order(an.results.cells),
+                  list(dict.fromkeys(df["construction"].dropna().astype(str))) if len(df) else [])
+    figs: list[fc.Figure | None] = [fs.completion_figure(an.results.cells, pal.models)]
+    if len(an.curves):
+        figs.append(fc.curve_panel_figure(an.curves, "overall", pal, an.x, smooth))
+        figs.append(fc.curve_grid_figure(an.curves, [p for p in ability_panels(df, ood=False) if p != "overall"],
+                                         pal, an.x, "abilities", "Per-ability growth curves", smooth))
+        figs.append(fc.curve_grid_figure(an.curves, ability_panels(df, ood=True), pal, an.x, "ood",
+                                         "Out-of-domain panels", smooth))
+        figs.append(fc.size_figure(an.curves, ability_panels(df, ood=False), pal, an.x, reference_construction(df)))
+    if len(an.dynamics):
+        figs.append(fc.dynamics_figure(an.dynamics, pal))
+    if len(an.sensitivity):
+        figs.append(fs.sensitivity_figure(an.sensitivity))
+        figs.append(fs.gap_figure(an.gap_points, pal))
+    figs.append(fs.transfer_figure(an.transfer.matrix, an.transfer.per_ability))
+    figs.append(fs.recipe_figure(an.recipes))
+    figs.append(fs.predictor_figure(an.predictor_fit))
+    figs.append(fs.forecast_figure(an.forecast, pal))
+    figs.append(fs.strategy_figure(an.strategies, pal))
+    figs.append(fs.k_sweep_figure(an.k_sweep, pal))
+    figs.append(fs.single_mixed_figure(*an.single_mixed, pal, an.x))
+    figs.append(fs.ratio_figure(an.ratio_arms))
+    figs.append(fs.forgetting_figure(an.forgetting))
+    return [f for f in figs if f is not None]
+
+
+def _overview(an: Analysis, title: str) -> str:
+    c = an.completion
+    df = an.tidy
+    states = ", ".join(f"{k}: {v}" for k, v in sorted(c["by_state"].items())) or "no cells"
+    if c["partial"]:
+        miss = pd.DataFrame(c["missing"])
+        banner = (f"<div class='banner partial'><b>Partial report:</b> {c['done']} of {c['total']} cells have results "
+                  f"({c['fraction']:.0%}). Missing cells are listed below; curves and statistics use the finished "
+                  f"cells only.</div><details open><summary>Missing cells ({len(miss)})</summary>"
+                  f"{table_html(miss)}</details>")
+    else:
+        banner = f"<div class='banner complete'>Complete: all {c['total']} cells have results.</div>"
+    facts = {
+        "study": an.results.name, "cells": f"{c['total']} ({states})",
+        "models": ", ".join(model_order(df)) or "–",
+        "constructions": ", ".join(sorted(df["construction"].dropna().astype(str).unique())) if len(df) else "–",
+        "data axis": an.x,
+        "abilities": ", ".join(display_name(p) for p in ability_panels(df, ood=False)) or "–",
+        "out-of-domain": ", ".join(ability_panels(df, ood=True)) or "none",
+        "generated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    rows = "".join(f"<tr><th class='s'>{html.escape(k)}</th><td class='s'>{html.escape(str(v))}</td></tr>"
+                   for k, v in facts.items())
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in an.notes)
+    return (f"<section id='overview'><h1>{html.escape(title)}</h1>{banner}<table>{rows}</table>"
+            f"{'<ul>' + notes + '</ul>' if notes else ''}</section>")
+
+
+def _sensitivity_text_rows(an: Analysis) -> list[dict]:
+    s = an.sensitivity
+    if s is None or s.empty:
+        return []
+    rows = []
+    for r in s.to_dict("records"):
+        rows.append({
+            "rank": "" if pd.isna(r["rank"]) else int(r["rank"]), "ability": r["panel"] + (" (ood)" if r["ood"] else ""),
+            "data pts/2x": fmt(r["data_slope"] * 100, 3),
+            "95% CI": f"[{fmt(r['data_ci_low'] * 100, 3)}, {fmt(r['data_ci_high'] * 100, 3)}]",
+            "size pts/2x": fmt(r["size_gain"] * 100, 3),
+            "saturation": ("not reached" if not r.get("saturated") else fmt(r["saturation_x"])),
+            "cur-syn pts": fmt(r.get("gap", float("nan")) * 100, 3), "label": r["label"]})
+    return rows
+
+
+def summary_text(an: Analysis) -> str:
+    """The terminal summary of an analysis."""
+    c = an.completion
+    out = [f"doitray report: {an.results.name}: {c['done']}/{c['total']} cells with results ({c['fraction']:.0%})"]
+    if c["partial"]:
+        out.append(f"PARTIAL: {len(c['missing'])} cells missing, e.g. "
+                   + "; ".join(f"{m['label']} [{m['state']}]" for m in c["missing"][:5]))
+    rows = _sensitivity_text_rows(an)
+    if rows:
+        out += ["", f"Sensitivity per ability (data axis: {an.x}; {RESPONSIVE_RULE.format(tau=DEFAULT_TAU)})",
+                text_table(rows)]
+    if len(an.curves) and (an.curves["panel"] == "overall").any():
+        o = an.curves[an.curves["panel"] == "overall"]
+        best = o.loc[o["value"].idxmax()]
+        out.append(f"\nBest overall: {best['value']:.4g} ({best['model']}, {best['construction']}, {an.x} {best['x']:g})")
+    if an.forecast is not None:
+        f = an.forecast
+        out.append(f"Forecast from cheap runs: held-out MAE {f.mae:.4g} over {f.n_heldout} points; ability-order "
+                   f"agreement {fmt(f.ability_decisions)}; construction-order agreement {fmt(f.recipe_decisions)}")
+    if an.predictor_fit is not None:
+        p = an.predictor_fit
+        out.append(f"Predictors of data slope: R² {p.r2:.3f}; ρ " + ", ".join(f"{k} {v:+.2f}" for k, v in p.spearman.items())
+                   + f"; leave-one-ability-out MAE {p.loo_mae:.4g}")
+    if len(an.transfer.per_ability):
+        out += ["", "Transfer (leave-one-ability-out)", text_table(an.transfer.per_ability.round(4).to_dict("records"))]
+    if len(an.strategies):
+        w = an.strategies.pivot_table(index=["model", "strategy_label"], columns="panel", values="value").reset_index()
+        out += ["", "Scores by strategy", text_table(w.round(4).to_dict("records"))]
+    if an.k_sweep.reading:
+        out += ["", "DMT k sweep (k = replay fraction of specialist data in stage 2; k=0 = mixed sequential)"]
+        out += [f"- {line}" for line in an.k_sweep.reading]
+    if len(an.single_mixed[1]):
+        out += ["", "Single vs mixed sources: crossover", text_table(an.single_mixed[1].to_dict("records"))]
+    if len(an.forgetting):
+        g = an.forgetting.groupby(["strategy", "ability"])["drop"].mean().reset_index().round(4)
+        out += ["", "Forgetting (best before last stage − final)", text_table(g.to_dict("records"))]
+    return "\n".join(out)
+
+
+def text_summary(study_root: str) -> str:
+    """The terminal summary (key table) of the study at ``study_root``."""
+    return summary_text(_load(study_root, n_boot=200))
+
+
+def build_report(study_root: str, out_path: str | None = None, smooth_sigma: float = 0.0, x: str | None = None,
+                 analysis: Analysis | None = None) -> ReportInfo:
+    """Write the self-contained HTML report of the study at ``study_root`` (default ``<root>/report.html``).
+
+    ``x``: the data axis (``volume``, ``per_ability`` or ``frac``; default: the one that varies).
+    Raises ``FileNotFoundError`` when ``study_root`` holds no results store.
+    """
+    import plotly.offline
+
+    an = analysis or _load(study_root, smooth_sigma=smooth_sigma, x=x)
+    figs = make_figures(an, smooth=smooth_sigma > 0)
+    title = f"doitray report: {an.results.name}"
+    sections = [_overview(an, title)]
+    nav = [("overview", "Overview")]
+    for f in figs:
+        nav.append((f.key, f.title))
+        cap = (f"<p class='caption'>{html.escape(f.caption).replace(chr(10), '<br>')}</p>" if f.caption else "")
+        sections.append(f"<section id='{f.key}'><h2>{html.escape(f.title)}</h2>{cap}{figure_html(f.key, f.fig)}"
+                        f"<details><summary>Numbers behind this figure ({len(f.table):,} rows)</summary>"
+                        f"{table_html(f.table)}</details></section>")
+    summary = html.escape(summary_text(an))
+    sections.append(f"<section id='summary'><h2>Text summary</h2><pre>{summary}</pre></section>")
+    nav.append(("summary", "Summary"))
+    doc = page(title, sections, nav, plotly.offline.get_plotlyjs())
+    out_path = out_path or os.path.join(study_root, "report.html")
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    tmp = out_path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(doc)
+    os.replace(tmp, out_path)
+    c = an.completion
+    return ReportInfo(path=os.path.abspath(out_path), study=an.results.name, figures=[f.key for f in figs],
+                      cells_total=c["total"], cells_done=c["done"], partial=c["partial"],
+                      missing=[f"{m['label']} [{m['state']}]" for m in c["missing"]], bytes=len(doc.encode("utf-8")))

@@ -1,0 +1,223 @@
+"""A stage = one Ray Train run (TorchTrainer, FSDP2) with its own recipe, named by its content.
+
+``run_stage(spec)`` resolves the model, builds the ``TorchTrainer`` (Train V2) and runs it under the
+active Ray. The run directory ``<storage_path>/<run_name>`` holds Ray's checkpoint snapshot (re-running
+the same spec resumes from the latest checkpoint, on any worker count), the DCP checkpoints, the HF
+exports (``exports/<checkpoint>/hf``) and, once done, ``stage_complete.json``: a completed stage is
+returned from that record without training again (DMT cells with different k share stage 1).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from doitray.train.settings import CheckpointPolicy, TrainSettings
+from doitray.train.storage import exists, join, list_dirs, read_json, write_json
+
+METRICS = ("train_loss", "valid_loss", "lr", "grad_norm", "tokens_per_s", "step_time_s", "data_wait_s",
+           "peak_memory_bytes", "mfu")
+
+
+class StageSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    model: str = Field(description="preset name | HF directory | .gguf file | s3:// or gs:// URI")
+    model_path: str | None = Field(None, description="weights of a backbone preset (local dir or URI)")
+    tokenizer_dir: str | None = None
+    template: str = "doit"
+    train_data: str = Field(description="packed Parquet directory (the data layer's contract)")
+    valid_data: str | None = None
+    data_keys: list[str] | None = Field(None, description="content keys of the data; default: from packed.json")
+    settings: TrainSettings = Field(default_factory=lambda: TrainSettings.preset("tiny"))
+    checkpoint: CheckpointPolicy = Field(default_factory=CheckpointPolicy)
+    init_from: str | None = Field(None, description="HF directory of the previous stage's final weights")
+    storage_path: str
+    run_name: str | None = Field(None, description="default: '<name>-<stage_key>' (deterministic → resumable)")
+    num_workers: int | tuple[int, int] = 2
+    resources_per_worker: dict[str, float] | None = None
+    use_gpu: bool = False
+    max_failures: int = 0
+    cache_dir: str | None = Field(None, description="node-local cache for prepared models (default ~/.cache/doitray)")
+    # test hooks (not part of the stage's identity)
+    fail_at_step: int | None = None
+    fail_marker: str | None = None
+    stop_after_steps: int | None = None
+
+
+class CheckpointInfo(BaseModel):
+    name: str
+    step: int
+    epoch: int
+    path: str
+    hf_path: str | None = None
+    valid_loss: float | None = None
+    train_loss: float | None = None
+    final: bool = False
+
+
+class StageResult(BaseModel):
+    name: str
+    key: str
+    run_name: str
+    run_path: str
+    checkpoints: list[CheckpointInfo]
+    metrics: list[dict[str, Any]]          # {step, epoch, metric, value}
+    final_hf_path: str | None
+    shard_stats: list[dict[str, Any]] = []
+    resumed_from: list[int] = []          # the step each (re)start of the worker group began at
+    reused: bool = False
+    train_seconds: float = 0.0
+
+
+def _data_key(path: str | None) -> str | None:
+    if path is None:
+        return None
+    meta = join(path, "packed.json")
+    try:
+        body = json.dumps(read_json(meta), sort_keys=True) if exists(meta) else ""
+    except Exception:  # noqa: BLE001 - an unreadable sidecar just falls back to the path
+        body = ""
+    return hashlib.sha256(f"{path}\n{body}".encode()).hexdigest()[:16]
+
+
+def stage_key(spec: StageSpec) -> str:
+    """Content hash of what determines a stage's weights: model (+ init_from), data, template, settings, policy."""
+    data = spec.data_keys or [_data_key(spec.train_data), _data_key(spec.valid_data)]
+    parts = {"model": spec.model, "model_path": spec.model_path, "tokenizer": spec.tokenizer_dir,
+             "template": spec.template, "init_from": spec.init_from, "data": data,
+             "settings": spec.settings.model_dump(exclude={"log_every"}), "policy": spec.checkpoint.model_dump()}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _metrics_callback(path: str):
+    import ray.train
+
+    class _WriteMetrics(ray.train.UserCallback):
+        """Runs on the Train controller (same node as the driver): append every report to a JSONL file."""
+
+        def after_report(self, run_context, metrics, checkpoint):
+            with open(path, "a") as f:
+                for rank, m in enumerate(metrics):
+                    f.write(json.dumps({"rank": rank, **m}, default=str) + "\n")
+
+    return _WriteMetrics()
+
+
+def _read_metrics(path: Path) -> tuple[list[dict], list[dict], list[int]]:
+    if not path.exists():
+        return [], [], []
+    by_step: dict[int, dict] = {}
+    shards: dict[int, dict] = {}
+    starts: list[int] = []
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        if r["rank"] == 0 and "resumed_from_step" in r:
+            starts.append(int(r["resumed_from_step"]))
+        if "shard_local_numel" in r:
+            if r["rank"] == 0:
+                shards = {}               # a new worker group: keep only the latest group's layout
+            shards[r["rank"]] = {k.removeprefix("shard_"): v for k, v in r.items() if k.startswith("shard_")}
+        if r["rank"] == 0:
+            by_step[int(r["step"])] = r       # a step re-run after a failure: the last report wins
+    rows = [{"step": st, "epoch": r["epoch"], "metric": m, "value": float(r[m])}
+            for st, r in sorted(by_step.items()) for m in METRICS if r.get(m) is not None]
+    return rows, [shards[k] for k in sorted(shards)], starts
+
+
+def _generation(tokenizer, template: str) -> dict:
+    from doitray.data.templates import get_template
+
+    stops = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    for t in get_template(template).special_tokens:
+        tid = tokenizer.convert_tokens_to_ids(t)
+        if t in ("<eot>",) and tid is not None:
+            stops.append(tid)
+    return {"eos_token_id": stops[0] if len(stops) == 1 else stops}
+
+
+def _read_packed(path: str):
+    """Packed Parquet (the data contract: list or Ray tensor-extension columns; local, s3://, gs://).
+
+    Read once by the driver with pyarrow and shared through the object store: every rank needs every
+    row (deterministic global batches), and a Ray Data pipeline per stage costs minutes of worker
+    start-up on a small, busy CPU host for a file of a few MB.
+    """
+    import ray.data.extensions  # noqa: F401  (registers the tensor extension type for pyarrow)
+
+    from doitray.train.data import read_path
+
+    return read_path(path)
+
+
+def run_stage(spec: StageSpec) -> StageResult:
+    """Train one stage (or return its recorded result if it already completed)."""
+    import ray
+    import ray.data
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from transformers import AutoTokenizer
+
+    from doitray.models.loading import resolve_model
+    from doitray.train.loop import train_loop_per_worker
+
+    key = stage_key(spec)
+    run_name = spec.run_name or f"{spec.name}-{key}"
+    run_uri = join(spec.storage_path, run_name)
+    done_uri = join(run_uri, "stage_complete.json")
+    if exists(done_uri):
+        return StageResult(**{**read_json(done_uri), "reused": True})
+    if not ray.is_initialized():
+        raise RuntimeError("run_stage needs an active Ray (ray.init(...)); the study runner starts it")
+
+    cache = Path(spec.cache_dir or os.path.expanduser("~/.cache/doitray"))
+    cache.mkdir(parents=True, exist_ok=True)
+    if spec.init_from:
+        source = resolve_model(spec.init_from, template=spec.template, cache_dir=cache, tokenizer_dir=spec.init_from)
+    else:
+        source = resolve_model(spec.model, template=spec.template, cache_dir=cache, model_path=spec.model_path,
+                               tokenizer_dir=spec.tokenizer_dir)
+    tok = AutoTokenizer.from_pretrained(source.tokenizer_dir)
+    refs = {"train": ray.put(_read_packed(spec.train_data).__dict__),
+            "valid": ray.put(_read_packed(spec.valid_data).__dict__) if spec.valid_data else None}
+    metrics_file = cache / "runs" / run_name / "metrics.jsonl"
+    metrics_file.parent.mkdir(parents=True, exist_ok=True)
+    cfg = {"source": source.as_dict(), "settings": spec.settings.model_dump(), "policy": spec.checkpoint.model_dump(),
+           "export_root": join(run_uri, "exports"), "run_uri": run_uri, "generation": _generation(tok, spec.template),
+           "has_valid": bool(spec.valid_data), "data_refs": refs, "cache_dir": str(cache), "fail_at_step": spec.fail_at_step,
+           "fail_marker": spec.fail_marker, "stop_after_steps": spec.stop_after_steps}
+    res = spec.resources_per_worker or ({"CPU": 1, "GPU": 1} if spec.use_gpu else {"CPU": 1})
+    trainer = TorchTrainer(
+        train_loop_per_worker, train_loop_config=cfg,
+        scaling_config=ray.train.ScalingConfig(num_workers=spec.num_workers, use_gpu=spec.use_gpu,
+                                               resources_per_worker=res),
+        run_config=ray.train.RunConfig(
+            name=run_name, storage_path=spec.storage_path,
+            failure_config=ray.train.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=spec.checkpoint.num_to_keep),
+            callbacks=[_metrics_callback(str(metrics_file))]),
+    )
+    t0 = time.perf_counter()
+    trainer.fit()
+    elapsed = time.perf_counter() - t0
+    infos = []
+    for name in list_dirs(join(run_uri, "exports")):
+        info_uri = join(run_uri, "exports", name, "info.json")
+        if exists(info_uri):
+            infos.append(CheckpointInfo(**{k: v for k, v in read_json(info_uri).items()
+                                           if k in CheckpointInfo.model_fields}))
+    infos.sort(key=lambda c: c.step)
+    rows, shards, starts = _read_metrics(metrics_file)
+    final = next((c.hf_path for c in reversed(infos) if c.final), None)
+    result = StageResult(name=spec.name, key=key, run_name=run_name, run_path=run_uri, checkpoints=infos,
+                         metrics=rows, final_hf_path=final, shard_stats=shards, resumed_from=starts,
+                         train_seconds=elapsed)
+    if final is not None:
+        write_json(done_uri, result.model_dump())
+    return result

@@ -1,0 +1,140 @@
+"""End to end: a tiny exported checkpoint served by Ray Serve + vLLM (CPU), evaluated, stored."""
+from __future__ import annotations
+
+import pytest
+
+from doitray.records import make_record
+
+pytestmark = pytest.mark.slow
+
+Q = "{}\nA. 甲\nB. 乙\nC. 丙\nD. 丁"
+HE_META = {"metric": "code_exec", "entry_point": "add", "prompt": "def add(a, b):\n    \"\"\"Add two numbers.\"\"\"\n",
+           "test": "def check(candidate):\n    assert candidate(2, 3) == 5\n"}
+
+
+def _r(i, ability, user, gold, **kw):
+    return make_record(id=f"{ability}-{i}", ability=ability, source="t", split="test",
+                       messages=[{"role": "user", "content": user}, {"role": "assistant", "content": gold}], **kw)
+
+
+def small_suite_records():
+    return [
+        _r(1, "biology", Q.format("1 plus 2?"), "B"), _r(2, "biology", Q.format("3 plus 4?"), "C"),
+        _r(3, "history", "The fox is quick.", "正确"), _r(4, "chinese", "天地玄____", "黄"),
+        _r(5, "ethics", Q.format("which?"), "AC"), _r(6, "math", "What is 3 plus 4?", "7", answer="7"),
+        _r(7, "math_en", "What is 1 plus 2?", "1 + 2 = 3\n#### 3", answer="3"),
+        make_record(id="cw-1", ability="creative_writing", source="t", split="test", question_format="rank",
+                    messages=[{"role": "user", "content": "What is 2 plus 3?"}],
+                    choices=["2 plus 3 is 5.", "The quick brown fox.", "天地玄黄"]),
+        _r(8, "code", "Complete add.", "    return a + b\n", question_format="generate", meta=HE_META),
+    ]
+
+
+@pytest.fixture(scope="module")
+def served(ray_local, tiny_checkpoint):
+    from doitray.eval.engine import ServeEngine
+
+    eng = ServeEngine(tiny_checkpoint, {"max_model_len": 512, "dtype": "float32"})
+    yield eng
+    eng.close()
+
+
+def test_evaluate_store_and_resume(served, tiny_checkpoint, tmp_path):
+    from doitray.eval.runner import evaluate_and_store
+    from doitray.eval.suites import from_records
+    from doitray.study.store import SCHEMAS, ResultsStore
+
+    suite = from_records("small", small_suite_records(), "test", max_tokens=8)
+    store = ResultsStore(str(tmp_path / "study"))
+    kw = dict(template="doit", cell_id="cell-a", checkpoint="epoch-1", step=5, epoch=1.0, engine=served)
+    res = evaluate_and_store(store, tiny_checkpoint, [suite], **kw)
+    preds, scores = store.read("predictions"), store.read("scores")
+    assert list(scores.columns) == SCHEMAS["scores"].names
+    assert len(preds) == len(suite.records) and set(preds["item_id"]) == {r["id"] for r in suite.records}
+    # every item answered through the deployment: no engine errors
+    assert preds["error"].isna().all(), preds[preds["error"].notna()][["item_id", "error"]].to_dict("records")
+    abilities = {r["ability"] for r in suite.records}
+    assert sorted(scores["ability"]) == sorted(abilities | {"overall"})
+    assert scores.groupby(["checkpoint", "ability"]).size().max() == 1  # one row per (checkpoint, ability)
+    assert ((scores["value"] >= 0) & (scores["value"] <= 1)).all()
+    rank = preds[preds["item_id"] == "cw-1"].iloc[0]
+    assert len(eval(rank["prediction"])) == 3 and rank["chance"] == pytest.approx(1 / 3)
+    choice = preds[preds["item_id"] == "biology-1"].iloc[0]
+    assert choice["parsed"] in {"A", "B", "C", "D"} or choice["parsed"].endswith("(logits)")
+    assert len(res.scores) == len(scores)
+    again = evaluate_and_store(store, tiny_checkpoint, [suite], **kw)  # resume: already scored, skipped
+    assert again.predictions == [] and len(store.read("scores")) == len(scores)
+
+
+def test_served_logprobs_match_hf_forward(served, tiny_checkpoint):
+    """The deployment's losses and first-token letter log-probs equal a plain HF forward of the same weights."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from doitray.data.templates import get_template
+
+    tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint, torch_dtype=torch.float32).eval()
+    t = get_template("doit")
+    prompt = t.prompt_ids(tok, [{"role": "user", "content": "What is 3 plus 4?"}])
+    cont = t.continuation_ids(tok, "3 plus 4 is 7.")
+    ids = prompt + cont
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
+    want = -sum(logp[i - 1, ids[i]].item() for i in range(len(prompt), len(ids))) / len(cont)
+    got = served.score([(ids, len(prompt))])[0]
+    assert got["n"] == len(cont) and got["loss"] == pytest.approx(want, rel=2e-3, abs=2e-3)
+    letters = [t.continuation_ids(tok, L)[0] for L in "ABCD"]
+    gen = served.generate([prompt], max_tokens=2, letter_ids=[letters])[0]["outputs"][0]
+    for tid in letters:
+        assert gen["letter_logprobs"][str(tid)] == pytest.approx(logp[len(prompt) - 1, tid].item(), abs=2e-3)
+    # greedy: the first generated token is the argmax of the HF logits
+    assert gen["token_ids"][0] == logp[len(prompt) - 1].argmax().item()
+
+
+def test_second_checkpoint_served_at_once_and_torn_down(served, tiny_checkpoint, tiny_tokenizer_dir, tmp_path):
+    """A second checkpoint gets its own deployment beside the first, which is deleted afterwards."""
+    from ray import serve
+
+    from conftest import build_tiny_checkpoint
+    from doitray.eval.runner import evaluate_checkpoint
+    from doitray.eval.suites import from_records
+
+    other = build_tiny_checkpoint(tiny_tokenizer_dir, tmp_path / "hf2", seed=1)
+    before = set(serve.status().applications)
+    suite = from_records("tiny", small_suite_records()[:3], "test", max_tokens=4)
+    res = evaluate_checkpoint(other, [suite], template="doit", cell_id="cell-b", checkpoint="epoch-2",
+                              engine_options={"max_model_len": 512})
+    assert {p["checkpoint"] for p in res.predictions} == {"epoch-2"} and all(p["error"] is None for p in res.predictions)
+    assert set(serve.status().applications) == before  # its app is gone; the shared one still runs
+    assert served.app_name in before
+
+
+def test_judge_plumbing_records_the_judge(served, tiny_checkpoint):
+    """Judge items go through a judge deployment (here the same tiny model); the judge id is recorded."""
+    import contextlib
+
+    from doitray.data.templates import get_template
+    from doitray.eval.runner import JudgeConfig, infer, plan, run_judge, score
+    from doitray.eval.suites import from_records
+    from transformers import AutoTokenizer
+
+    recs = [_r(i, "general", f"Say something about {i}.", "ok") for i in range(2)]
+    items = plan([from_records("mt", recs, "test", max_tokens=8)])
+    tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    outs = infer(items, served, tok, get_template("doit"))
+    assert all(o.text is not None for o in outs)
+    seen = []
+
+    def factory(hf_dir, options):
+        seen.append(hf_dir)
+        return contextlib.nullcontext(served)
+
+    judge_id = run_judge(items, outs, JudgeConfig(hf_dir=tiny_checkpoint, template="doit", judge_id="tiny-judge", n=2),
+                         factory)
+    assert judge_id == "tiny-judge" and seen == [tiny_checkpoint]
+    res = score(items, outs, cell_id="c", checkpoint="k", judge_id=judge_id)
+    assert {p["metric"] for p in res.predictions} == {"judge:tiny-judge"}
+    # a random judge writes no "[[r]]": each item is kept as failed with the reason, never dropped
+    assert all(p["error"] == "no judge rating could be parsed" or 0 <= p["score"] <= 1 for p in res.predictions)
+    assert {r["ability"] for r in res.scores} == {"general", "overall"}

@@ -1,0 +1,80 @@
+"""The HTML report and the terminal summary, on hand-made study stores (complete, partial, DMT paper)."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from doitray.cli import main
+from doitray.report import build_report, make_figures, text_summary
+from doitray.report.build import _load
+
+PLOTLY_MARK = "plotly.js v"  # the banner comment at the top of the bundled plotly.js
+
+
+def test_full_report_has_every_figure(study_store, tmp_path):
+    info = build_report(str(study_store), str(tmp_path / "r.html"))
+    html = (tmp_path / "r.html").read_text(encoding="utf-8")
+    expected = {"completion", "overall", "abilities", "ood", "size", "dynamics", "sensitivity", "gap", "transfer",
+                "predictors", "forecast", "recipes"}
+    assert expected <= set(info.figures)
+    assert not info.partial and info.cells_done == info.cells_total
+    assert html.count("class='figure'") == len(info.figures)
+    # self-contained: plotly.js inline exactly once, nothing loaded from the network
+    assert html.count(PLOTLY_MARK) == 1
+    assert not re.search(r"<(script|link|img)[^>]+(src|href)=", html)
+    assert "Complete: all" in html and "table class='sortable'" in html
+    # hover carries the cell, checkpoint, n and CI
+    assert "checkpoint: %{customdata[1]}" in html and "n = %{customdata[2]}" in html and "CI %{customdata[3]" in html
+
+
+def test_partial_report_says_what_is_missing(partial_store, tmp_path):
+    info = build_report(str(partial_store), str(tmp_path / "p.html"))
+    assert info.partial and info.cells_done < info.cells_total
+    html = (tmp_path / "p.html").read_text(encoding="utf-8")
+    assert "Partial report" in html
+    assert any("[pending]" in m for m in info.missing) and any("[failed]" in m for m in info.missing)
+    assert "out of memory" in html
+    assert {"overall", "abilities", "sensitivity"} <= set(info.figures)
+    text = text_summary(str(partial_store))
+    assert "PARTIAL" in text and "pending" in text
+
+
+def test_text_summary_key_table(study_store):
+    text = text_summary(str(study_store))
+    assert "Sensitivity per ability" in text and "responsive" in text
+    assert "Forecast from cheap runs" in text and "Transfer (leave-one-ability-out)" in text
+
+
+def test_dmt_paper_k_sweep_report(dmt_paper_store, tmp_path):
+    info = build_report(str(dmt_paper_store), str(tmp_path / "dmt.html"))
+    assert {"strategy", "k_sweep"} <= set(info.figures)
+    text = text_summary(str(dmt_paper_store))
+    assert "general ability general is highest at k=1/256 (small k)" in text
+    assert "specialist math_en rises with k" in text
+    html = (tmp_path / "dmt.html").read_text(encoding="utf-8")
+    assert "general ability general is highest at k=1/256" in html  # the figure's caption
+    # the figure: k axis ordered 0, 1/256, …, 1; general peaks at 1/256, math at large k
+    an = _load(str(dmt_paper_store), n_boot=50)
+    fig = next(f for f in make_figures(an) if f.key == "k_sweep").fig
+    assert list(fig.layout.xaxis.categoryarray) == ["0", "1/256", "1/64", "1/16", "1/4", "1"]
+    lines = {t.hovertemplate.split("<extra>")[1].split("</extra>")[0]: t for t in fig.data if t.xaxis != "x4"}
+    gen = lines["llama-7b general"]
+    assert gen.x[list(gen.y).index(max(gen.y))] == "1/256"
+    math_ = lines["llama-7b math_en"]
+    assert list(math_.x).index("0") == list(math_.y).index(min(math_.y))
+    assert math_.y[list(math_.x).index("1/4")] == pytest.approx(48.37)
+
+
+def test_cli_report(study_store, tmp_path, capsys):
+    out = tmp_path / "cli.html"
+    assert main(["report", str(study_store), "--out", str(out), "--json", "--n-boot", "100"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["report"]["path"] == str(out) and out.exists()
+    assert payload["sensitivity"] and payload["forecast"]["n_heldout"] > 0
+    assert main(["report", str(study_store), "--text", "--n-boot", "100"]) == 0
+    printed = capsys.readouterr().out
+    assert "Sensitivity per ability" in printed and "\nreport: " not in printed  # --text alone writes no HTML
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "no results store here" in capsys.readouterr().err
