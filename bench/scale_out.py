@@ -54,6 +54,17 @@ def study_doc(storage: Path, cells: int, steps: int, concurrency) -> dict:
     }
 
 
+def _retry(start, attempts: int = 3):
+    """Start a node, again if it timed out: Ray gives a raylet 30 s to register, short on a loaded machine."""
+    for i in range(attempts):
+        try:
+            return start()
+        except Exception as e:  # noqa: BLE001 - only the startup timeout is retried
+            if "timed out during startup" not in str(e) or i == attempts - 1:
+                raise
+            time.sleep(5)
+
+
 def head_cpus(cells: int, concurrency: str) -> int:
     """Logical CPUs of the head (Ray Data + evaluation), the same in both runs.
 
@@ -78,12 +89,12 @@ def child(nodes: int, storage: Path, out: Path, cells: int, steps: int, concurre
     from doitray.study.store import ResultsStore
 
     conc = nodes if concurrency == "nodes" else (int(concurrency) if concurrency.isdigit() else concurrency)
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": head_cpus(cells, concurrency),
-                                                      "resources": {"TRAIN_DRIVER": 100},
-                                                      "object_store_memory": 300 * MB, "include_dashboard": False})
+    c = Cluster()
     try:
+        _retry(lambda: c.add_node(num_cpus=head_cpus(cells, concurrency), resources={"TRAIN_DRIVER": 100},
+                                  object_store_memory=300 * MB, include_dashboard=False))
         for _ in range(nodes):
-            c.add_node(num_cpus=1, resources={CELL: 1}, object_store_memory=200 * MB)
+            _retry(lambda: c.add_node(num_cpus=1, resources={CELL: 1}, object_store_memory=200 * MB))
         ray.init(address=c.address, log_to_driver=False)
         spec = parse_study(study_doc(storage, cells, steps, conc))
         t0 = time.perf_counter()

@@ -28,10 +28,18 @@ def connect_ray(address: str | None = None, *, num_cpus: int | None = None) -> s
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
         return address
-    # address="local": never attach to another Ray that happens to run on this machine
-    ray.init(address="local", num_cpus=num_cpus or max(2, os.cpu_count() or 2),
-             resources={"TRAIN_DRIVER": LOCAL_DRIVER_SLOTS},
-             include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+    for attempt in range(3):
+        try:
+            # address="local": never attach to another Ray that happens to run on this machine
+            ray.init(address="local", num_cpus=num_cpus or max(2, os.cpu_count() or 2),
+                     resources={"TRAIN_DRIVER": LOCAL_DRIVER_SLOTS},
+                     include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+            return "local"
+        except Exception as e:  # Ray gives a starting raylet 30 s; a busy machine can need longer
+            if "timed out during startup" not in str(e) or attempt == 2:
+                raise
+            ray.shutdown()
+            time.sleep(5)
     return "local"
 
 

@@ -4,9 +4,9 @@ Tokenization runs as ``map_batches`` with a callable class (an actor pool; each 
 tokenizer once). Truncation policy: an example longer than ``seq_len`` is right-truncated (counted in
 ``n_truncated``); one left with no loss token is dropped (counted in ``n_dropped``). Packing runs once on
 the driver over the tokenized examples in the mixture's canonical order, so the output is identical
-whatever the block count. The result is written under ``cache_dir/packed/<key>/data`` (Parquet, numeric
-columns only) with ``packed.json`` beside it; ``key`` hashes (data, tokenizer, template, seq_len, pack),
-so each is tokenized once and reused.
+whatever the block count. Tokens are cached per (data, tokenizer, template) under ``cache_dir/tokens``;
+packed rows per (those, seq_len, pack) under ``cache_dir/packed/<key>/data`` (Parquet, numeric columns
+only) with ``packed.json`` beside it.
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -52,26 +51,24 @@ class Packed:
 
 
 class Tokenize:
-    """map_batches UDF (actor): messages -> input_ids/labels with the chat template, truncated to seq_len."""
+    """map_batches UDF (actor): messages -> input_ids/labels with the chat template (untruncated)."""
 
-    def __init__(self, tokenizer_dir: str, template: str, seq_len: int):
+    def __init__(self, tokenizer_dir: str, template: str):
         from doitray.data.templates import get_template
         from doitray.data.tokenizer import load_tokenizer
 
         self.template = get_template(template)
         self.tok = load_tokenizer(tokenizer_dir, self.template)
-        self.seq_len = seq_len
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        ids, labels, trunc = [], [], []
+        ids, labels = [], []
         for msgs in batch["messages"].to_pylist():
-            enc = self.template.encode(self.tok, msgs, max_len=self.seq_len)
+            enc = self.template.encode(self.tok, msgs)
             ids.append(enc.input_ids)
             labels.append(enc.labels)
-            trunc.append(enc.truncated)
         keep = [c for c in ("part", "ability", "order_key", "id") if c in batch.column_names]
         return pa.table({**{c: batch[c] for c in keep}, "input_ids": pa.array(ids, pa.list_(pa.int32())),
-                         "labels": pa.array(labels, pa.list_(pa.int32())), "truncated": pa.array(trunc, pa.bool_())})
+                         "labels": pa.array(labels, pa.list_(pa.int32()))})
 
 
 def _fingerprint(path: Path) -> list:
@@ -88,26 +85,47 @@ def _tokenizer_hash(tokenizer_dir: str) -> str:
     return h.hexdigest()[:16]
 
 
-def packed_key(mixture_path: str, tokenizer_dir: str, template: str, seq_len: int, packed: bool) -> str:
-    payload = [PIPELINE_VERSION, str(Path(mixture_path).resolve()), _fingerprint(Path(mixture_path)),
-               _tokenizer_hash(tokenizer_dir), template, int(seq_len), bool(packed)]
+def _data_fingerprint(mixture_path: str) -> list:
+    return [str(Path(mixture_path).resolve()), _fingerprint(Path(mixture_path))]
+
+
+def tokens_key(mixture_path: str, tokenizer_dir: str, template: str) -> str:
+    payload = [PIPELINE_VERSION, _data_fingerprint(mixture_path), _tokenizer_hash(tokenizer_dir), template]
     return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:16]
 
 
-def tokenize(mixture_path: str, tokenizer_dir: str, template: str, seq_len: int, *, batch_size: int = 256,
-             concurrency: int | tuple[int, int] = (1, 2), override_num_blocks: int | None = None) -> pa.Table:
-    """Tokenized examples (ids, labels, truncated) in the mixture's canonical order, via Ray Data."""
+def packed_key(mixture_path: str, tokenizer_dir: str, template: str, seq_len: int, packed: bool) -> str:
+    payload = [tokens_key(mixture_path, tokenizer_dir, template), int(seq_len), bool(packed)]
+    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:16]
+
+
+def tokenize(mixture_path: str, tokenizer_dir: str, template: str, cache_dir: str | os.PathLike, *,
+             batch_size: int = 256, concurrency: int | tuple[int, int] = (1, 2),
+             override_num_blocks: int | None = None) -> pa.Table:
+    """Tokenized examples (untruncated ids and labels) in the mixture's canonical order, via Ray Data.
+
+    Cached once per (data, tokenizer, template) under ``cache_dir/tokens/<key>.parquet``.
+    """
     import ray.data
 
+    from doitray.data.sampling import num_blocks
+
+    path = Path(cache_dir) / "tokens" / f"{tokens_key(mixture_path, tokenizer_dir, template)}.parquet"
+    if path.exists():
+        return pq.read_table(path)
     lo, hi = (concurrency, concurrency) if isinstance(concurrency, int) else concurrency
-    ds = ray.data.read_parquet(str(mixture_path), override_num_blocks=override_num_blocks)
-    ds = ds.map_batches(Tokenize, fn_constructor_kwargs={"tokenizer_dir": str(tokenizer_dir), "template": template,
-                                                          "seq_len": int(seq_len)},
-                        batch_size=batch_size, batch_format="pyarrow", num_cpus=1, compute=ray.data.ActorPoolStrategy(
-                            min_size=lo, max_size=hi))
-    t = pa.concat_tables([b for b in ds.iter_batches(batch_format="pyarrow", batch_size=None) if b.num_rows])
+    ds = ray.data.read_parquet(str(mixture_path), override_num_blocks=override_num_blocks or num_blocks(mixture_path))
+    ds = ds.map_batches(Tokenize, fn_constructor_kwargs={"tokenizer_dir": str(tokenizer_dir), "template": template},
+                        batch_size=batch_size, batch_format="pyarrow", num_cpus=1,
+                        compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi))
+    t = pa.concat_tables([b for b in ray.get(ds.to_arrow_refs()) if b.num_rows])
     order = [(c, "ascending") for c in ("part", "ability", "order_key", "id") if c in t.column_names]
-    return t.sort_by(order)
+    t = t.sort_by(order)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    pq.write_table(t, tmp)
+    os.replace(tmp, path)
+    return t
 
 
 def tokenize_and_pack(mixture_path, tokenizer_dir: str, template: str, seq_len: int, cache_dir: str | os.PathLike,
@@ -123,10 +141,13 @@ def tokenize_and_pack(mixture_path, tokenizer_dir: str, template: str, seq_len: 
     out = Path(cache_dir) / "packed" / key
     if (out / "packed.json").exists():
         return Packed.load(out)
-    t = tokenize(mixture_path, tokenizer_dir, template, seq_len, batch_size=batch_size, concurrency=concurrency,
+    t = tokenize(mixture_path, tokenizer_dir, template, cache_dir, batch_size=batch_size, concurrency=concurrency,
                  override_num_blocks=override_num_blocks)
-    examples, n_dropped = [], 0
+    examples, n_dropped, n_truncated = [], 0, 0
     for ids, labels in zip(t["input_ids"].to_pylist(), t["labels"].to_pylist()):
+        if len(ids) > seq_len:  # right truncation, as DoIT does
+            ids, labels = ids[:seq_len], labels[:seq_len]
+            n_truncated += 1
         if not any(x != -100 for x in labels):
             n_dropped += 1
             continue
@@ -148,7 +169,7 @@ def tokenize_and_pack(mixture_path, tokenizer_dir: str, template: str, seq_len: 
         pq.write_table(table, tmp / "data" / f"part-{f:05d}.parquet")
     info = Packed(path=str(out / "data"), key=key, seq_len=int(seq_len), n_rows=stats.n_rows, n_examples=stats.n_examples,
                   n_tokens=stats.n_tokens, n_loss_tokens=stats.n_loss_tokens, pad_fraction=stats.pad_fraction,
-                  n_truncated=int(np.sum(t["truncated"].to_numpy(zero_copy_only=False))), n_dropped=n_dropped,
+                  n_truncated=n_truncated, n_dropped=n_dropped,
                   tokenizer=str(tokenizer_dir), template=template, packed=pack_rows)
     (tmp / "packed.json").write_text(json.dumps(asdict(info), indent=1))
     try:

@@ -73,6 +73,14 @@ def available(pool: Pool, part: Part) -> dict[str, int]:
     return dict(zip(counts["ability"].to_pylist(), counts["ability_count"].to_pylist()))
 
 
+def num_blocks(path: str | os.PathLike, bytes_per_block: int = 32 << 20) -> int:
+    """Read parallelism for a Parquet file or folder: one block per ~32 MiB (Ray's default of 200 read
+    tasks costs more than it saves on the small pools of tests and laptops)."""
+    p = Path(path)
+    size = p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.rglob("*.parquet"))
+    return max(1, min(256, -(-size // bytes_per_block)))
+
+
 def mixture_key(pool: Pool, recipe: Recipe, seed: int) -> str:
     return hashlib.sha256(json.dumps([SAMPLING_VERSION, pool.key, recipe.key(), int(seed)]).encode()).hexdigest()[:16]
 
@@ -145,7 +153,7 @@ def sample_mixture(pool: Pool, recipe: Recipe, seed: int, cache_dir: str | os.Pa
     all_quotas = [p.quotas(available(pool, p)) for p in recipe.parts]
     spec = [(p.split, p.construction, list(p.sources) if p.sources is not None else None,
              [a for a, n in q.items() if n > 0]) for p, q in zip(recipe.parts, all_quotas)]
-    ds = ray.data.read_parquet(pool.path, override_num_blocks=override_num_blocks)
+    ds = ray.data.read_parquet(pool.path, override_num_blocks=override_num_blocks or num_blocks(pool.path))
     ds = ds.map_batches(_Select(spec, int(seed)), batch_format="pyarrow", batch_size=None)
     blocks = [b for b in ray.get(ds.to_arrow_refs()) if b.num_rows]
     if not blocks:

@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -204,4 +203,4 @@ def read_quarantine(pool: Pool) -> list[dict]:
 
 
 __all__ = ["FORMATS", "CONSTRUCTIONS", "SourceSpec", "Pool", "load_pool", "load_records", "read_quarantine",
-           "read_sources", "pool_key", "pa"]
+           "read_sources", "pool_key"]

@@ -16,8 +16,8 @@ Each ``ServeEngine`` is its own Serve application (unique name, no route: handle
 checkpoints can be served at once when the cluster has room; ``close()`` deletes the application and
 shuts Serve down only if this engine started it.
 
-Truncation: a generation prompt longer than ``max_model_len - max_tokens`` keeps its last tokens (the
-question and the assistant marker); a scored sequence keeps its first ``max_model_len`` tokens (DoIT).
+Truncation: ``max_tokens`` is capped at half of ``max_model_len``; a generation prompt longer than
+``max_model_len - max_tokens`` keeps its last tokens (the question and the assistant marker); a scored sequence keeps its first ``max_model_len`` tokens (DoIT).
 Both are reported per request (``truncated``).
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ class EngineOptions:
     kv_cache_gib: int = 1  # CPU only: VLLM_CPU_KVCACHE_SPACE
     gpu_memory_utilization: float = 0.85
     dtype: str = "auto"
-    enforce_eager: bool = True
+    enforce_eager: bool | None = None  # None: eager on CPU, CUDA graphs on GPU
     max_num_seqs: int = 64
     batch_size: int = 16  # requests per handle call
     max_ongoing_requests: int = 64
@@ -93,8 +93,9 @@ class VLLMDeployment:
 
     async def _generate(self, r: dict) -> dict:
         from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
 
-        max_tokens = int(r["max_tokens"])
+        max_tokens = min(int(r["max_tokens"]), self.max_model_len // 2)  # keep room for the prompt
         ids = list(r["prompt_ids"])
         room = self.max_model_len - max_tokens
         truncated = len(ids) > room
@@ -105,7 +106,8 @@ class VLLMDeployment:
         sp = SamplingParams(n=n, temperature=float(r.get("temperature", 0.0)), top_p=float(r.get("top_p", 1.0)),
                             max_tokens=max_tokens, stop_token_ids=list(r.get("stop_token_ids") or []),
                             stop=list(r.get("stop") or []) or None, logprob_token_ids=letter_ids,
-                            seed=r.get("seed"), skip_special_tokens=True)
+                            seed=r.get("seed"), skip_special_tokens=True,
+                            output_kind=RequestOutputKind.FINAL_ONLY)  # no per-token wake-ups
         final = await self._final(ids, sp)
         outs = []
         for c in final.outputs:
@@ -125,7 +127,8 @@ class VLLMDeployment:
         start = int(r["start"])
         if start >= len(ids):
             return {"error": f"continuation starts at token {start}, beyond the {self.max_model_len - 1}-token limit"}
-        sp = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        sp = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False,
+                            output_kind=RequestOutputKind.FINAL_ONLY)
         final = await self._final(ids, sp)
         lps = [final.prompt_logprobs[i][ids[i]].logprob for i in range(start, len(ids))]
         return {"loss": -sum(lps) / len(lps), "n": len(lps), "truncated": truncated}
@@ -166,6 +169,7 @@ class ServeEngine:
         self.hf_dir = os.path.abspath(hf_dir)
         self.app_name = name or f"doitray-eval-{uuid.uuid4().hex[:10]}"
         self.gpu = _cluster_has_gpu() if opts.gpu is None else opts.gpu
+        eager = (not self.gpu) if opts.enforce_eager is None else opts.enforce_eager
         self._started_serve = False
         try:
             serve.context._get_global_client()  # raises when Serve is not running
@@ -173,7 +177,7 @@ class ServeEngine:
             serve.start(proxy_location="Disabled")
             self._started_serve = True
         engine_kwargs: dict[str, Any] = {"max_model_len": opts.max_model_len, "dtype": opts.dtype,
-                                         "enforce_eager": opts.enforce_eager, "max_num_seqs": opts.max_num_seqs,
+                                         "enforce_eager": eager, "max_num_seqs": opts.max_num_seqs,
                                          "seed": opts.seed, "disable_log_stats": True,
                                          "tensor_parallel_size": opts.tensor_parallel_size}
         env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
@@ -191,7 +195,7 @@ class ServeEngine:
                 actor["num_gpus"] = 1
         else:
             env["VLLM_CPU_KVCACHE_SPACE"] = str(opts.kv_cache_gib)
-            if opts.enforce_eager:  # vLLM torch.compiles its logprob-rank kernel: ~30-45 s on first use on CPU
+            if eager:  # vLLM torch.compiles its logprob-rank kernel: ~30-45 s on first use on CPU
                 env["TORCHDYNAMO_DISABLE"] = "1"
             env.setdefault("VLLM_CPU_OMP_THREADS_BIND", os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind"))
             engine_kwargs["distributed_executor_backend"] = "uni" if opts.tensor_parallel_size == 1 else "mp"

@@ -152,7 +152,7 @@ class CellRun:
             name = ckpt_name(stage, c.name)
             evaluate_and_store(self.store, c.hf_path, self.suites(split), template=self.content["template"],
                                cell_id=self.cid, checkpoint=name, stage=stage, step=c.step, epoch=float(c.epoch),
-                               engine_options=dict(ev.get("engine") or {}), seed=self.seed)
+                               engine_options=engine_options(c.hf_path, ev.get("engine")), seed=self.seed)
             return self._scores(name, split)
 
         if ev["select"] == "last":
@@ -219,6 +219,19 @@ def pool_suites(pool: Pool, split: str, abilities: list[str], entries: list[dict
     for s in suites:
         s.max_tokens = s.max_tokens or max_tokens
     return suites
+
+
+def engine_options(hf_dir: str, given: dict | None) -> dict:
+    """The study's engine options, with ``max_model_len`` capped at what the checkpoint supports."""
+    opts = dict(given or {})
+    try:
+        with open(os.path.join(hf_dir, "config.json")) as f:
+            limit = json.load(f).get("max_position_embeddings")
+    except OSError:
+        limit = None
+    if limit:
+        opts["max_model_len"] = min(int(opts.get("max_model_len", limit)), int(limit))
+    return opts
 
 
 def ckpt_name(stage: int, name: str) -> str:

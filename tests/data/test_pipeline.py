@@ -53,7 +53,7 @@ def test_tokenize_and_pack_contract(ray_local, small_pool, tiny_tokenizer_dir, t
     info = json.loads((Path(packed.path).parent / "packed.json").read_text())
     assert {"seq_len", "n_rows", "n_examples", "n_tokens", "n_loss_tokens", "pad_fraction", "n_truncated", "n_dropped",
             "tokenizer", "template"} <= set(info)
-    assert packed.n_examples + packed.n_dropped == 200
+    assert packed.n_examples + packed.n_dropped == 200 and len(list((tmp_path / "tokens").glob("*.parquet"))) == 1
     t = pq.read_table(packed.path)
     assert set(t.column_names) >= {"input_ids", "labels", "position_ids", "n_tokens", "n_loss_tokens"}
     ids = np.array(t["input_ids"].to_pylist())
@@ -64,9 +64,9 @@ def test_tokenize_and_pack_contract(ray_local, small_pool, tiny_tokenizer_dir, t
     unpacked = tokenize_and_pack(mix.path, tiny_tokenizer_dir, "doit", 128, tmp_path, pack_rows=False)
     assert unpacked.n_rows == unpacked.n_examples and unpacked.pad_fraction > packed.pad_fraction
     assert unpacked.n_tokens == packed.n_tokens
-    again = tokenize_and_pack(mix.path, tiny_tokenizer_dir, "doit", 128, tmp_path, override_num_blocks=3)
+    again = tokenize_and_pack(mix.path, tiny_tokenizer_dir, "doit", 128, tmp_path)
     assert again.path == packed.path  # cached: tokenized once per (data, tokenizer, template, seq_len)
-    short = tokenize_and_pack(mix.path, tiny_tokenizer_dir, "doit", 24, tmp_path / "short", override_num_blocks=3)
+    short = tokenize_and_pack(mix.path, tiny_tokenizer_dir, "doit", 24, tmp_path)  # reuses the cached tokens
     assert short.n_truncated > 0 and short.n_dropped > 0  # long prompts lose their reply entirely
     assert short.n_examples + short.n_dropped == 200
     rows = pq.read_table(short.path)

@@ -45,6 +45,7 @@ def test_prefix_selection_is_nested_and_block_independent(ids, n1, n2, seed, cut
 
 def test_nested_exact_and_deterministic(ray_local, small_pool, tmp_path):
     mixes = {n: sample_mixture(small_pool, Recipe.balanced(n), 7, tmp_path) for n in (10, 40, 160)}
+    assert Recipe.balanced(40).parts[0].quotas({"math": 60}) == {"math": 40}
     for n, m in mixes.items():
         assert m.n == n and sum(m.counts.values()) == n
         assert all(v == n // 10 for v in m.counts.values()) and set(m.counts) == set(DOIT_ABILITIES)

@@ -45,6 +45,17 @@ ENV = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "10",  # a waiting cell re-trie
 # ---------------------------------------------------------------------------------------------------------
 # child side: the cluster, the study, the observations
 # ---------------------------------------------------------------------------------------------------------
+def _retry(start, attempts: int = 3):
+    """Start a node, again if it timed out: Ray gives a raylet 30 s to register, short on a loaded machine."""
+    for i in range(attempts):
+        try:
+            return start()
+        except Exception as e:  # noqa: BLE001 - only the startup timeout is retried
+            if "timed out during startup" not in str(e) or i == attempts - 1:
+                raise
+            time.sleep(5)
+
+
 class LocalCluster:
     """A multi-node Ray cluster in local processes: the safe head plus one-CPU ``CELL_NODE`` nodes."""
 
@@ -52,14 +63,14 @@ class LocalCluster:
         import ray
         from ray.cluster_utils import Cluster
 
-        self.cluster = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": HEAD_CPUS, "resources": {"TRAIN_DRIVER": 100}, "object_store_memory": 300 * MB,
-            "include_dashboard": False})
+        self.cluster = Cluster()
+        _retry(lambda: self.cluster.add_node(num_cpus=HEAD_CPUS, resources={"TRAIN_DRIVER": 100},
+                                             object_store_memory=300 * MB, include_dashboard=False))
         self.nodes = [self._add() for _ in range(cell_nodes)]
         ray.init(address=self.cluster.address, log_to_driver=False)
 
     def _add(self):
-        return self.cluster.add_node(num_cpus=1, resources={CELL: 1}, object_store_memory=200 * MB)
+        return _retry(lambda: self.cluster.add_node(num_cpus=1, resources={CELL: 1}, object_store_memory=200 * MB))
 
     def add(self) -> str:
         node = self._add()
@@ -274,7 +285,8 @@ def test_node_lost_mid_cell_resumes_from_checkpoint(tmp_path):
     ev, storage = _child("node_loss", tmp_path)
     assert ev["outcome"]["done"] == 2 and ev["outcome"]["failed"] == 0
     _all_done(storage, 2)
-    assert all(ev["removed_node"] not in w.values() for t, w in ev["samples"] if t > ev["removed_at"] + 5)
+    # the GCS marks the lost node's actors dead once its health checks fail; no worker runs there after that
+    assert all(ev["removed_node"] not in w.values() for t, w in ev["samples"] if t > ev["removed_at"] + 90)
     resumed = []
     for run in run_dirs(storage):
         reps = _reports(storage, run)

@@ -117,7 +117,7 @@ def test_export_loads_in_transformers_and_generates_in_vllm(ref_run, tok):
     assert "plus" in t.decode(hf_out)                                # it learned the answer's shape
     script = os.path.join(os.path.dirname(__file__), "vllm_generate.py")
     proc = subprocess.run([sys.executable, script, d, json.dumps(prompt)], capture_output=True, text=True,
-                          timeout=400, env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
+                          timeout=900, env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
     assert line, proc.stderr[-3000:]
     v_out = json.loads(line[len("RESULT "):])["token_ids"]
