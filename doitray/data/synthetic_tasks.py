@@ -1,4 +1,4 @@
-"""Task families of the generated ten-ability suite (see ``synthetic`` for the suite and SYNTHETIC.md).
+"""Task families of the generated ten-ability suite (see ``synthetic`` for the suite and the README).
 
 Every generator is ``gen(rng, n_templates) -> Item``: a prompt, the gold reply, a plausible wrong reply
 (used by the lower-quality ``synthetic`` construction), rank choices for rank abilities, the family name

@@ -21,10 +21,10 @@ def cache_dir(spec: StudySpec, store: ResultsStore) -> str:
     """Where a study's derived data lives: beside its results locally; a node-local folder otherwise.
 
     With object-store storage every node must see the cache, which needs a shared file system: set
-    ``DOITRAY_CACHE`` to a path on it (e.g. an NFS mount) on multi-node clusters.
+    ``DOITRAY_CACHE_DIR`` to a path on it (e.g. an NFS mount) on multi-node clusters.
     """
-    if os.environ.get("DOITRAY_CACHE"):
-        return os.path.join(os.environ["DOITRAY_CACHE"], spec.name)
+    if os.environ.get("DOITRAY_CACHE_DIR"):
+        return os.path.join(os.environ["DOITRAY_CACHE_DIR"], spec.name)
     if "://" not in store.uri:
         return os.path.join(store.root, "cache")
     return os.path.join(os.path.expanduser("~/.cache/doitray"), spec.name)

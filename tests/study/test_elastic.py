@@ -186,16 +186,17 @@ def _elastic(cl: LocalCluster, mon: Monitor, storage: Path, study: threading.Thr
     cl.remove(ev["removed_node"])
 
 
+STEPS = 120  # long enough for the intervention to land mid-training even when steps are fast
 SCENARIOS = {
     # two cells on one cell node, a second node joins while the first cell trains
-    "scale_up": (1, _scale_up, dict(volumes=(40, 80), max_steps=96,
-                                    checkpoints={"every": "steps", "every_n_steps": 24})),
+    "scale_up": (1, _scale_up, dict(volumes=(40, 80), max_steps=3 * STEPS,
+                                    checkpoints={"every": "steps", "every_n_steps": STEPS})),
     # two cells on two nodes; one node is lost once every running cell has checkpointed
-    "node_loss": (2, _lose_node, dict(volumes=(40, 80), max_steps=24, max_retries=2,
-                                      checkpoints={"every": "steps", "every_n_steps": 4})),
+    "node_loss": (2, _lose_node, dict(volumes=(40, 80), max_steps=STEPS, max_retries=2,
+                                      checkpoints={"every": "steps", "every_n_steps": 10})),
     # one elastic cell (1..2 workers) on two nodes; one node is lost after a checkpoint
-    "elastic": (2, _elastic, dict(volumes=(80,), workers=[1, 2], max_steps=24, max_retries=2,
-                                  checkpoints={"every": "steps", "every_n_steps": 4})),
+    "elastic": (2, _elastic, dict(volumes=(80,), workers=[1, 2], max_steps=STEPS, max_retries=2,
+                                  checkpoints={"every": "steps", "every_n_steps": 10})),
 }
 
 
@@ -290,7 +291,7 @@ def test_node_lost_mid_cell_resumes_from_checkpoint(tmp_path):
     resumed = []
     for run in run_dirs(storage):
         reps = _reports(storage, run)
-        assert max(r["step"] for r in reps) == 24 and checkpoint_steps(run)[-1] == 24  # trained to the plan
+        assert max(r["step"] for r in reps) == STEPS == checkpoint_steps(run)[-1]  # trained to the plan
         starts = [r["resumed_from_step"] for r in reps if "resumed_from_step" in r]
         if len(starts) > 1:  # this run lost its node and was restarted by Train's FailureConfig
             resumed.append(run.name)
@@ -312,7 +313,7 @@ def test_elastic_cell_continues_at_new_size_with_same_global_batch(tmp_path):
     assert reps[0]["world_size"] == 2 and reps[-1]["world_size"] == 1  # continued at the new worker count
     restart = next(r for r in reps if r["world_size"] == 1)
     assert restart["resumed_from_step"] >= max(ev["checkpoints_before"][run.name]) > 0
-    assert max(r["step"] for r in reps) == 24 == checkpoint_steps(run)[-1]
+    assert max(r["step"] for r in reps) == STEPS == checkpoint_steps(run)[-1]
     # the global batch is the same at both sizes: each step consumed the same rows (tokens) whatever the
     # worker count, and the schedule (step -> epoch) did not change
     s = TrainSettings.preset("tiny", seq_len=SEQ_LEN, global_batch=GLOBAL_BATCH, micro_batch=MICRO_BATCH)
