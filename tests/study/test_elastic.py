@@ -146,6 +146,16 @@ def checkpoint_steps(run: Path) -> list[int]:
     return sorted(int(p.name[4:]) for p in run.glob("step*") if p.name[4:].isdigit())
 
 
+def reported_checkpoints(storage: Path, run: Path) -> list[int]:
+    """Steps of the run's checkpoints that Train has registered (reported to the controller): only these
+    are restored after a failure; a checkpoint folder still being reported when a node dies is not."""
+    path = Path(storage) / "cache" / "models" / "runs" / run.name / "metrics.jsonl"
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return sorted(r["step"] for r in rows if r.get("rank") == 0 and r.get("checkpoint"))
+
+
 def _wait(cond, timeout: float, what: str, study: threading.Thread) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -168,19 +178,20 @@ def _scale_up(cl: LocalCluster, mon: Monitor, storage: Path, study: threading.Th
 def _lose_node(cl: LocalCluster, mon: Monitor, storage: Path, study: threading.Thread, ev: dict) -> None:
     def every_active_run_checkpointed() -> bool:
         active = [r for r in run_dirs(storage) if not (r / "stage_complete.json").exists()]
-        return bool(active) and all(checkpoint_steps(r) for r in active) and len(mon.latest()) == len(active)
+        return (bool(active) and all(reported_checkpoints(storage, r) for r in active)
+                and len(mon.latest()) == len(active))
 
     _wait(every_active_run_checkpointed, WAIT_S, "running cells with a checkpoint each", study)
-    ev["checkpoints_before"] = {r.name: checkpoint_steps(r) for r in run_dirs(storage)}
+    ev["checkpoints_before"] = {r.name: reported_checkpoints(storage, r) for r in run_dirs(storage)}
     ev["removed_node"] = sorted(mon.latest().values())[0]
     ev["removed_at"] = time.time()
     cl.remove(ev["removed_node"])
 
 
 def _elastic(cl: LocalCluster, mon: Monitor, storage: Path, study: threading.Thread, ev: dict) -> None:
-    _wait(lambda: len(mon.latest()) == 2 and any(checkpoint_steps(r) for r in run_dirs(storage)), WAIT_S,
-          "the elastic cell on two workers with a checkpoint", study)
-    ev["checkpoints_before"] = {r.name: checkpoint_steps(r) for r in run_dirs(storage)}
+    _wait(lambda: len(mon.latest()) == 2 and any(reported_checkpoints(storage, r) for r in run_dirs(storage)),
+          WAIT_S, "the elastic cell on two workers with a checkpoint", study)
+    ev["checkpoints_before"] = {r.name: reported_checkpoints(storage, r) for r in run_dirs(storage)}
     ev["removed_node"] = sorted(mon.latest().values())[-1]
     ev["removed_at"] = time.time()
     cl.remove(ev["removed_node"])
