@@ -13,7 +13,7 @@ import pytest
 
 from doitray.study.store import ResultsStore
 
-from .conftest import REPO, child_env, free_port
+from studykit import REPO, child_env, free_port
 
 pytestmark = pytest.mark.slow
 

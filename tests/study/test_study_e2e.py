@@ -12,7 +12,7 @@ import pytest
 
 from doitray.study.store import ResultsStore
 
-from .conftest import child_env, grid_cmd
+from studykit import child_env, grid_cmd
 
 pytestmark = pytest.mark.slow
 
@@ -74,7 +74,7 @@ def test_killed_driver_resumes_without_redoing_finished_work(write_study):
                 running = cells[cells["state"] == "running"]["cell_id"].iloc[0]
                 # wait until the running cell has written a Train checkpoint (first epoch done)
                 snaps = list((storage / "train").glob("*/checkpoint_manager_snapshot.json")) if (storage / "train").exists() else []
-                ckpt_dirs = [p for s in snaps for p in s.parent.iterdir() if p.is_dir() and p.name.startswith("ckpt")]
+                ckpt_dirs = [p for s in snaps for p in s.parent.iterdir() if p.is_dir() and p.name.startswith("step")]
                 if len(ckpt_dirs) >= 3:  # first cell's two + one of the running cell
                     victim = running
                     break
