@@ -12,6 +12,10 @@ import time
 from doitray.study.spec import StudySpec
 
 LOCAL_DRIVER_SLOTS = 1000  # TRAIN_DRIVER units on a local node: trial drivers never wait for it
+# Logical CPUs beyond the cores on a local Ray: Ray Data's read tasks and tokenizer actors and the
+# evaluation replicas need slots while cells' Train workers hold theirs (without them a data
+# pipeline can wait forever for a CPU). Studies bound their cells with `concurrency`.
+LOCAL_SPARE_CPUS = 2
 
 
 def connect_ray(address: str | None = None, *, num_cpus: int | None = None) -> str:
@@ -31,7 +35,7 @@ def connect_ray(address: str | None = None, *, num_cpus: int | None = None) -> s
     for attempt in range(3):
         try:
             # address="local": never attach to another Ray that happens to run on this machine
-            ray.init(address="local", num_cpus=num_cpus or max(2, os.cpu_count() or 2),
+            ray.init(address="local", num_cpus=num_cpus or (os.cpu_count() or 2) + LOCAL_SPARE_CPUS,
                      resources={"TRAIN_DRIVER": LOCAL_DRIVER_SLOTS},
                      include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
             return "local"

@@ -78,7 +78,7 @@ class CellRun:
         per = {"CPU": r["cpus_per_worker"]}
         if r["gpus_per_worker"]:
             per["GPU"] = r["gpus_per_worker"]
-        per.update(r.get("worker_resources") or {})  # elastic helper: custom per-worker resources
+        per.update(r.get("worker_resources") or {})  # e.g. a node-type resource keeping cells off the head
         return {"num_workers": workers, "resources_per_worker": per, "use_gpu": bool(r["gpus_per_worker"])}
 
     def _policy(self):

@@ -96,15 +96,12 @@ def _pending_cells(spec: StudySpec, store: ResultsStore, cells: list[Cell], retr
     return todo, skipped
 
 
-def run_study(spec: StudySpec, *, retry_failed: bool = False, progress_interval: float = 15.0,
-              only: list[str] | None = None) -> StudyOutcome:
+def run_study(spec: StudySpec, *, retry_failed: bool = False, progress_interval: float = 15.0) -> StudyOutcome:
     """Run (or resume) every cell of ``spec`` on the connected Ray cluster."""
     t0 = time.time()
     store = ResultsStore(spec.storage)
     store.write_json("study.json", spec.model_dump(mode="json"))
     cells = expand_cells(spec)
-    if only:
-        cells = [c for c in cells if c.cell_id in set(only)]
     todo, skipped = _pending_cells(spec, store, cells, retry_failed)
     shared = prepare_study(spec, store) if todo else {}
     started_serve = _ensure_serve() if todo else False

@@ -136,7 +136,7 @@ class TierSpec(_Strict):
     gpus_per_worker: int = Field(default=0, ge=0)
     gpu_mem_gb: float = Field(default=80, gt=0)
     # extra Ray resources each Train worker holds: a custom resource that only the cell nodes offer keeps
-    # cells off the driver / data nodes (elastic helper: added for the one-machine multi-node demos)
+    # cells off the driver / data nodes
     worker_resources: dict[str, float] = {}
     concurrency: int | None = Field(default=None, ge=1)
 

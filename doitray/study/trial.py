@@ -8,7 +8,6 @@ resumes it from its latest checkpoint; a completed stage returns its recorded re
 from __future__ import annotations
 
 import json
-import os
 import time
 import traceback
 from typing import Any
@@ -73,8 +72,3 @@ def execute_cell(cell: dict, store: ResultsStore) -> dict:
 
     return CellRun(cell, store).run()
 
-
-def cell_env() -> dict[str, str]:
-    """Environment for the cell's Train workers (quiet progress; keeps CPU thread counts sane)."""
-    return {k: v for k, v in {"RAY_DATA_DISABLE_PROGRESS_BARS": "1", "TOKENIZERS_PARALLELISM": "false",
-                              "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "")}.items() if v}

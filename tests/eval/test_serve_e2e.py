@@ -96,7 +96,7 @@ def test_second_checkpoint_served_at_once_and_torn_down(served, tiny_checkpoint,
     """A second checkpoint gets its own deployment beside the first, which is deleted afterwards."""
     from ray import serve
 
-    from conftest import build_tiny_checkpoint
+    from evalkit import build_tiny_checkpoint
     from doitray.eval.runner import evaluate_checkpoint
     from doitray.eval.suites import from_records
 

@@ -123,8 +123,8 @@ class Monitor:
 
 
 def study_doc(storage: Path, *, volumes, workers=1, max_steps=None, max_retries=0, **over) -> dict:
-    sys.path.insert(0, str(REPO))
-    from tests.study.conftest import tiny_study
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from studykit import tiny_study
 
     training = {"preset": "tiny", "epochs": 2, "seq_len": SEQ_LEN, "global_batch": GLOBAL_BATCH,
                 "micro_batch": MICRO_BATCH}
