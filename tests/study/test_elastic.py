@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.elastic]
 
 REPO = Path(__file__).resolve().parents[2]
 MB = 1024 ** 2
