@@ -11,16 +11,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("study", help="plan, run, watch and export studies")
     ssub = p.add_subparsers(dest="study_command", required=True, metavar="SUBCOMMAND")
 
-    pl = ssub.add_parser("plan", help="print the cells, the tokens each trains on and the estimated compute")
-    pl.add_argument("study", help="study YAML file")
-    pl.add_argument("--storage", help="override the study's storage path")
+    pl = _study_parser(ssub, "plan", "print the cells, the tokens each trains on and the estimated compute")
     pl.add_argument("--no-data", action="store_true", help="skip reading the data (no token/compute estimates)")
     add_json_flag(pl)
     pl.set_defaults(func=_plan)
 
-    rn = ssub.add_parser("run", help="run or resume a study (same as python experiments/grid.py)")
-    rn.add_argument("study", help="study YAML file")
-    rn.add_argument("--storage", help="override the study's storage path")
+    rn = _study_parser(ssub, "run", "run or resume a study (same as python experiments/grid.py)")
     rn.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else a new local Ray)")
     rn.add_argument("--retry-failed", action="store_true", help="retry cells that exhausted their retries")
     rn.add_argument("--no-report", action="store_true", help="do not write the HTML report at the end")
@@ -45,6 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     except ImportError:  # pragma: no cover - the cluster module is optional at import time
         return
     register_cluster(sub)
+
+
+def _study_parser(ssub, name: str, help: str) -> argparse.ArgumentParser:
+    p = ssub.add_parser(name, help=help)
+    p.add_argument("study", help="study YAML file")
+    p.add_argument("--storage", help="override the study's storage path")
+    return p
 
 
 def _load(args):

@@ -122,8 +122,8 @@ def model_params(level: dict) -> int | None:
                                                         "vocab_size"))
         if all((h, layers, inter, vocab)):
             return int(2 * vocab * h + layers * (4 * h * h + 3 * h * inter + 2 * h) + h)
-    if level.get("gguf"):
-        return 134_515_008  # SmolLM2-135M
+    if level.get("gguf") == "smollm2":
+        return param_counts(get_preset("smollm2-135m"))["total"]
     return None
 
 
