@@ -15,6 +15,7 @@ if __name__ == "__main__":
     llm = LLM(model=model_dir, dtype="float32", max_model_len=256, enforce_eager=True, seed=0,
               max_num_seqs=4)
     out = llm.generate([{"prompt_token_ids": prompt}], SamplingParams(temperature=0.0, max_tokens=8,
-                                                                      ignore_eos=True))
+                                                                      ignore_eos=True),
+                       use_tqdm=False)  # vLLM's progress bar divides by elapsed time, which can be 0
     o = out[0].outputs[0]
     print("RESULT " + json.dumps({"token_ids": list(o.token_ids), "text": o.text}), flush=True)
