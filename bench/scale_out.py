@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-MB = 1024 ** 2
 CELL = "CELL_NODE"
 ENV = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "10", "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
        "TOKENIZERS_PARALLELISM": "false", "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1",
@@ -54,17 +53,6 @@ def study_doc(storage: Path, cells: int, steps: int, concurrency) -> dict:
     }
 
 
-def _retry(start, attempts: int = 3):
-    """Start a node, again if it timed out: Ray gives a raylet 30 s to register, short on a loaded machine."""
-    for i in range(attempts):
-        try:
-            return start()
-        except Exception as e:  # noqa: BLE001 - only the startup timeout is retried
-            if "timed out during startup" not in str(e) or i == attempts - 1:
-                raise
-            time.sleep(5)
-
-
 def head_cpus(cells: int, concurrency: str) -> int:
     """Logical CPUs of the head (Ray Data + evaluation), the same in both runs.
 
@@ -81,21 +69,14 @@ def child(nodes: int, storage: Path, out: Path, cells: int, steps: int, concurre
     os.environ.update(ENV)  # inherited by every node's processes
     os.environ.pop("RAY_ADDRESS", None)
     sys.path.insert(0, str(REPO))
-    import ray
-    from ray.cluster_utils import Cluster
-
+    from doitray.study.local_cluster import LocalCluster
     from doitray.study.runner import run_study
     from doitray.study.spec import parse_study
     from doitray.study.store import ResultsStore
 
     conc = nodes if concurrency == "nodes" else (int(concurrency) if concurrency.isdigit() else concurrency)
-    c = Cluster()
+    cl = LocalCluster(nodes, head_cpus=head_cpus(cells, concurrency), cell_resource=CELL)
     try:
-        _retry(lambda: c.add_node(num_cpus=head_cpus(cells, concurrency), resources={"TRAIN_DRIVER": 100},
-                                  object_store_memory=300 * MB, include_dashboard=False))
-        for _ in range(nodes):
-            _retry(lambda: c.add_node(num_cpus=1, resources={CELL: 1}, object_store_memory=200 * MB))
-        ray.init(address=c.address, log_to_driver=False)
         spec = parse_study(study_doc(storage, cells, steps, conc))
         t0 = time.perf_counter()
         outcome = run_study(spec, progress_interval=60)
@@ -105,8 +86,7 @@ def child(nodes: int, storage: Path, out: Path, cells: int, steps: int, concurre
         out.write_text(json.dumps({"nodes": nodes, "wall_s": wall, "cells_span_s": span, "done": outcome.done,
                                    "total": outcome.total, "failed": outcome.failed}))
     finally:
-        ray.shutdown()
-        c.shutdown()
+        cl.shutdown()
 
 
 def measure(nodes: int, args, workdir: Path) -> dict:

@@ -405,8 +405,9 @@ def test_wired_into_the_doitray_command(capsys):
 
 def test_no_crd_folder_anywhere_asks_for_crd_dir(monkeypatch, capsys):
     import doitray.study.cluster as cluster
+    import doitray.study.cluster_kuberay as cluster_kuberay
 
-    monkeypatch.setattr(cluster, "default_crd_dir", lambda: None)
+    monkeypatch.setattr(cluster_kuberay, "default_crd_dir", lambda: None)
     with pytest.raises(CrdNotFoundError, match="pass --crd-dir"):
         cluster.validate_file(MANIFESTS[0])
     with pytest.raises(CommandError, match="pass --crd-dir"):

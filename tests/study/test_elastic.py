@@ -23,13 +23,16 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:  # imported in run_scenario, once the child has the repository on sys.path
+    from doitray.study.local_cluster import LocalCluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.elastic]
 
 REPO = Path(__file__).resolve().parents[2]
-MB = 1024 ** 2
 CELL = "CELL_NODE"
 GLOBAL_BATCH, MICRO_BATCH, SEQ_LEN = 8, 2, 128
 # logical CPUs of the head, for Ray Data and the evaluation replicas: a cell's tokenize pipeline holds a
@@ -45,50 +48,6 @@ ENV = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "10",  # a waiting cell re-trie
 # ---------------------------------------------------------------------------------------------------------
 # child side: the cluster, the study, the observations
 # ---------------------------------------------------------------------------------------------------------
-def _retry(start, attempts: int = 3):
-    """Start a node, again if it timed out: Ray gives a raylet 30 s to register, short on a loaded machine."""
-    for i in range(attempts):
-        try:
-            return start()
-        except Exception as e:  # noqa: BLE001 - only the startup timeout is retried
-            if "timed out during startup" not in str(e) or i == attempts - 1:
-                raise
-            time.sleep(5)
-
-
-class LocalCluster:
-    """A multi-node Ray cluster in local processes: the safe head plus one-CPU ``CELL_NODE`` nodes."""
-
-    def __init__(self, cell_nodes: int):
-        import ray
-        from ray.cluster_utils import Cluster
-
-        self.cluster = Cluster()
-        _retry(lambda: self.cluster.add_node(num_cpus=HEAD_CPUS, resources={"TRAIN_DRIVER": 100},
-                                             object_store_memory=300 * MB, include_dashboard=False))
-        self.nodes = [self._add() for _ in range(cell_nodes)]
-        ray.init(address=self.cluster.address, log_to_driver=False)
-
-    def _add(self):
-        return _retry(lambda: self.cluster.add_node(num_cpus=1, resources={CELL: 1}, object_store_memory=200 * MB))
-
-    def add(self) -> str:
-        node = self._add()
-        self.nodes.append(node)
-        return node.node_id
-
-    def remove(self, node_id: str) -> None:
-        node = next(n for n in self.nodes if n.node_id == node_id)
-        self.cluster.remove_node(node, allow_graceful=False)
-        self.nodes.remove(node)
-
-    def shutdown(self) -> None:
-        import ray
-
-        ray.shutdown()
-        self.cluster.shutdown()
-
-
 def train_workers() -> dict[str, str]:
     """Alive Ray Train worker actors: actor id -> node id (read from the GCS; no dashboard needed)."""
     from ray._private.state import actors
@@ -216,11 +175,12 @@ def run_scenario(name: str, storage: Path, out: Path) -> None:
     os.environ.update(ENV)  # inherited by every node's processes; RAY_TRAIN_* reach the Train controllers
     os.environ.pop("RAY_ADDRESS", None)
     sys.path.insert(0, str(REPO))
+    from doitray.study.local_cluster import LocalCluster
     from doitray.study.runner import run_study
     from doitray.study.spec import parse_study
 
     nodes, act, kw = SCENARIOS[name]
-    cl = LocalCluster(nodes)
+    cl = LocalCluster(nodes, head_cpus=HEAD_CPUS, cell_resource=CELL)
     spec = parse_study(study_doc(storage, **kw))
     box: dict = {}
 
