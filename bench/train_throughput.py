@@ -116,7 +116,7 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="doitray-bench-"))
     tok_dir, data = make_data(root, args.seq, n_examples=args.global_batch * args.steps * 12)
     s = TrainSettings.preset("tiny", seq_len=args.seq, global_batch=args.global_batch, micro_batch=args.micro_batch,
-                             max_steps=args.steps, log_every=1)
+                             max_steps=args.steps)
     source = resolve_model(args.model, template="doit", cache_dir=root / "cache", tokenizer_dir=tok_dir).as_dict()
 
     plain1 = plain_loop(source, data, s, args.steps, threads=1)
@@ -130,8 +130,11 @@ def main() -> int:
                                   num_workers=args.workers))
     finally:
         ray.shutdown()
-    tps = sorted((m["step"], m["value"]) for m in res.metrics if m["metric"] == "tokens_per_s")
-    ray_tps = statistics.median([v for st, v in tps if st > args.warmup and st < args.steps])  # last step exports
+    # wall clock between step ends, so the cost of reporting to Ray Train counts too (the last step checkpoints)
+    lines = [json.loads(x) for x in (root / "cache" / "runs" / res.run_name / "metrics.jsonl").read_text().splitlines()]
+    ends = {int(m["step"]): m["time"] for m in lines if m["rank"] == 0}
+    first, last = args.warmup, args.steps - 1
+    ray_tps = (last - first) * args.global_batch * args.seq / (ends[last] - ends[first])
     ratio = (ray_tps / args.workers) / plain_tps
     out = {"model": args.model, "seq_len": args.seq, "global_batch": args.global_batch, "micro_batch": args.micro_batch,
            "steps": args.steps, "ray_fsdp2_workers": args.workers, "ray_fsdp2_tokens_per_s": ray_tps,
@@ -141,7 +144,8 @@ def main() -> int:
         print(json.dumps(out))
     else:
         print(f"model {args.model}, seq {args.seq}, global batch {args.global_batch}, micro-batch {args.micro_batch}, "
-              f"{args.steps} steps (median after {args.warmup} warm-up steps)")
+              f"{args.steps} steps (Ray: wall clock from step {args.warmup} to {args.steps - 1}; "
+              f"plain: median after {args.warmup} warm-up steps)")
         print(f"Ray Train + FSDP2, {args.workers} workers (1 CPU each, gloo): {ray_tps:,.0f} tokens/s "
               f"({ray_tps / args.workers:,.0f} per core)")
         print(f"plain PyTorch loop, 1 process, 1 thread:          {plain_tps:,.0f} tokens/s")

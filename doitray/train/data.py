@@ -61,11 +61,12 @@ def read_iterator(it, batch_size: int = 256) -> PackedArrays:
     return from_batches(it.iter_batches(batch_size=batch_size, batch_format="numpy"))
 
 
-def read_path(path: str) -> PackedArrays:
-    """Read a packed Parquet directory (local path or ``s3://``/``gs://`` URI) with pyarrow."""
-    import pyarrow as pa
+def read_table(path: str):
+    """A packed Parquet directory (local path or ``s3://``/``gs://`` URI) as one Arrow table, files in name order."""
     import pyarrow.dataset as pads
     import pyarrow.fs as pafs
+
+    import ray.data.extensions  # noqa: F401  (registers Ray's tensor extension type with pyarrow)
 
     fs, base = pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(), os.path.abspath(path))
     if fs.get_file_info(base).type == pafs.FileType.Directory:
@@ -75,7 +76,14 @@ def read_path(path: str) -> PackedArrays:
         files = [base]
     if not files:
         raise FileNotFoundError(f"no .parquet files under {path}")
-    table = pads.dataset(files, format="parquet", filesystem=fs).to_table(columns=list(COLUMNS))
+    return pads.dataset(files, format="parquet", filesystem=fs).to_table(columns=list(COLUMNS))
+
+
+def read_path(path: str) -> PackedArrays:
+    """Read a packed Parquet directory (local path or ``s3://``/``gs://`` URI) with pyarrow."""
+    import pyarrow as pa
+
+    table = read_table(path)
     cols = {}
     for c in COLUMNS:
         col = table.column(c).combine_chunks()

@@ -29,7 +29,7 @@ def decoder_layers(model) -> list:
     return list(layers)
 
 
-def shard_model(model, mesh, *, bf16: bool, activation_checkpointing: bool):
+def shard_model(model, mesh, *, bf16: bool, activation_checkpointing: bool, reshard_after_forward: bool = True):
     """Apply activation checkpointing (optional) and FSDP2 per decoder block, then the root."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -38,22 +38,32 @@ def shard_model(model, mesh, *, bf16: bool, activation_checkpointing: bool):
     mp = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16
           else MixedPrecisionPolicy())
     for block in decoder_layers(model):
-        fully_shard(block, mesh=mesh, mp_policy=mp)
-    fully_shard(model, mesh=mesh, mp_policy=mp)
+        fully_shard(block, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard_after_forward)
+    fully_shard(model, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard_after_forward)
     return model
 
 
+def reshard_all(model) -> None:
+    """Free every gathered parameter (after no-grad forwards when ``reshard_after_forward`` is off)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for m in model.modules():
+        if isinstance(m, FSDPModule):
+            m.reshard()
+
+
 def build_sharded_model(source: dict, mesh, device: torch.device, *, seed: int, bf16: bool, ac: bool,
-                        init_hf_dir: str | None = None):
+                        init_hf_dir: str | None = None, reshard_after_forward: bool = True):
     """The FSDP2 model of a stage: random init from a config, or pretrained weights from an HF dir."""
     hf_dir = init_hf_dir or (source["hf_dir"] if source["kind"] == "hf" else None)
     if hf_dir is None:
         model = build_config_model(source["config"], seed).to(device)
         model.config.use_cache = False
-        return shard_model(model, mesh, bf16=bf16, activation_checkpointing=ac)
+        return shard_model(model, mesh, bf16=bf16, activation_checkpointing=ac,
+                           reshard_after_forward=reshard_after_forward)
     model = build_meta_model(hf_dir)
     model.config.use_cache = False
-    shard_model(model, mesh, bf16=bf16, activation_checkpointing=ac)
+    shard_model(model, mesh, bf16=bf16, activation_checkpointing=ac, reshard_after_forward=reshard_after_forward)
     model.to_empty(device=device)
     load_hf_weights(model, hf_dir)
     reinit_buffers(model, device)

@@ -25,6 +25,8 @@ from doitray.train import fsdp
 from doitray.train.settings import CheckpointPolicy, TrainSettings, lr_factor
 from doitray.train.storage import join, upload_dir, write_json
 
+SYNC = "sync"  # marks a report that only waits for the previous one to be taken (no metrics)
+
 # dense bf16 peak FLOP/s per GPU, for MFU
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "L4": 121e12}
 
@@ -80,6 +82,7 @@ def evaluate(model, data: D.PackedArrays, micro_batch: int, rank: int, world: in
         b = _to(_micro(data, mb, pad_id), device)
         total += float(_loss_sum(model, b))
         count += float((b["targets"] != D.IGNORE_INDEX).sum())
+    fsdp.reshard_all(model)
     model.train()
     total, count = fsdp.all_reduce_sum([total, count], device)
     return total / max(count, 1.0)
@@ -102,15 +105,9 @@ def _maybe_fail(cfg: dict, step: int, rank: int) -> None:
 
 
 def _load_data(cfg: dict) -> tuple[D.PackedArrays, D.PackedArrays | None]:
-    """The packed rows: object-store refs put by the driver (read once with Ray Data), or dataset shards."""
-    import ray
+    """Every packed row of the stage's (unsplit) Ray Datasets, in file order."""
     import ray.train
 
-    if cfg.get("data_refs"):
-        refs = cfg["data_refs"]
-        train = D.PackedArrays(**ray.get(refs["train"]))
-        valid = D.PackedArrays(**ray.get(refs["valid"])) if refs.get("valid") is not None else None
-        return train, valid
     train = D.read_iterator(ray.train.get_dataset_shard("train"))
     valid = D.read_iterator(ray.train.get_dataset_shard("valid")) if cfg.get("has_valid") else None
     return train, valid
@@ -149,7 +146,7 @@ def train_loop_per_worker(cfg: dict) -> dict:
     tok_dir = source["tokenizer_dir"]
     pad_id = AutoTokenizer.from_pretrained(tok_dir).pad_token_id or 0
     model = fsdp.build_sharded_model(source, mesh, device, seed=s.seed, bf16=bf16, ac=s.activation_checkpointing,
-                                     init_hf_dir=cfg.get("init_hf_dir"))
+                                     init_hf_dir=cfg.get("init_hf_dir"), reshard_after_forward=s.reshard_after_forward)
     arch = [c.__name__ for c in type(model).__mro__ if c.__name__.endswith("ForCausalLM")
             and not c.__name__.startswith("FSDP")][:1]
     model.config.architectures = arch
@@ -173,6 +170,7 @@ def train_loop_per_worker(cfg: dict) -> dict:
     flops_per_token = 6 * n_params + 12 * cfg_m.num_hidden_layers * cfg_m.hidden_size * s.seq_len
     last_loss = float("nan")
     first_report = True
+    history: list[dict] = []      # per-step metrics not reported yet
     model.train()
     for step in range(start, total):
         t0 = time.perf_counter()
@@ -185,7 +183,11 @@ def train_loop_per_worker(cfg: dict) -> dict:
         assert len(micro) == accum
         wait = 0.0
         loss_sum = 0.0
-        for mb in micro:
+        for i, mb in enumerate(micro):
+            if s.grad_sync == "step":
+                last = i == len(micro) - 1
+                model.set_requires_gradient_sync(last)      # accumulate unsharded; one reduce-scatter per step
+                model.set_reshard_after_backward(last)      # and keep the gathered parameters until then
             tw = time.perf_counter()
             b = _to(_micro(train, mb, pad_id), device)
             wait += time.perf_counter() - tw
@@ -207,7 +209,7 @@ def train_loop_per_worker(cfg: dict) -> dict:
         metrics = {"step": done, "epoch": (done - 1) // spe + 1, "epoch_progress": done / spe,
                    "train_loss": last_loss, "lr": lr, "grad_norm": gnorm, "step_time_s": dt,
                    "data_wait_s": wait, "tokens_per_s": tokens / dt, "peak_memory_bytes": _peak_memory(device),
-                   "world_size": ws, "rank": rank}
+                   "world_size": ws, "rank": rank, "time": time.time()}
         if peak:
             metrics["mfu"] = flops_per_token * tokens / dt / (peak * ws)
         if first_report:
@@ -219,10 +221,16 @@ def train_loop_per_worker(cfg: dict) -> dict:
         final = done == total
         stopping = stop_after is not None and done >= int(stop_after) and not final
         if policy.is_checkpoint_step(done, spe, total) or stopping:
-            _checkpoint(cfg, model, opt, s, policy, metrics, valid, device, rank, ws, pad_id, tok_dir,
-                        export_dtype, final=final, spe=spe)
+            _checkpoint(cfg, model, opt, s, policy, {**metrics, "history": history}, valid, device, rank, ws, pad_id,
+                        tok_dir, export_dtype, final=final, spe=spe)
+            history = []
         elif done % s.log_every == 0:
-            ray.train.report(metrics)
+            # the earlier steps ride along: Train V2 holds one report per worker until its controller
+            # polls (every 2 s), so a report per step would stall fast steps
+            ray.train.report({**metrics, "history": history})
+            history = []
+        else:
+            history.append(metrics)
         _maybe_fail(cfg, done, rank)
         if stopping:
             break
@@ -260,3 +268,7 @@ def _checkpoint(cfg, model, opt, s, policy, metrics, valid, device, rank, ws, pa
     metrics["checkpoint"] = name
     ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d), checkpoint_dir_name=name,
                      delete_local_checkpoint_after_upload=True)
+    if not final:
+        # Each worker holds one report until the controller polls it (every 2 s): this second one returns
+        # only once the checkpoint's report was taken, so a crash in the next steps resumes from it.
+        ray.train.report({"step": step, SYNC: True})

@@ -32,8 +32,14 @@ class TrainSettings(BaseModel):
     grad_clip: float | None = Field(1.0, gt=0)
     precision: Literal["auto", "fp32", "bf16"] = "auto"   # auto: bf16 mixed precision on GPU, fp32 on CPU
     activation_checkpointing: bool = False
+    reshard_after_forward: bool = Field(True, description="FSDP2: free gathered parameters after the forward pass "
+                                        "(least memory); False keeps them for the backward pass (half the all-gathers)")
+    grad_sync: Literal["micro_batch", "step"] = Field(
+        "micro_batch", description="reduce-scatter gradients after every micro-batch (least memory) or once per "
+        "optimizer step (fewer collectives; each worker holds unsharded parameters and gradients in between)")
     seed: int = 0
-    log_every: int = Field(1, ge=1, description="report metrics every N optimizer steps")
+    log_every: int = Field(10, ge=1, description="send the buffered per-step metrics every N optimizer steps "
+                           "(and at every checkpoint); each ray.train.report can wait up to 2 s for the controller")
     export_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
 
     @model_validator(mode="after")
@@ -78,7 +84,8 @@ PRESETS: dict[str, dict] = {
                 seq_len=2048, weight_decay=0.0, betas=(0.9, 0.999), grad_clip=1.0),
     # tiny models on CPU
     "tiny": dict(lr=3e-3, schedule="cosine", end_lr=3e-4, warmup_ratio=0.05, epochs=3, global_batch=8, micro_batch=2,
-                 seq_len=256, weight_decay=0.0, betas=(0.9, 0.95), grad_clip=1.0),
+                 seq_len=256, weight_decay=0.0, betas=(0.9, 0.95), grad_clip=1.0,
+                 reshard_after_forward=False, grad_sync="step"),   # collectives dominate for tiny models
 }
 
 
