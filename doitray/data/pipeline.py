@@ -99,38 +99,82 @@ def packed_key(mixture_path: str, tokenizer_dir: str, template: str, seq_len: in
     return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:16]
 
 
-def tokenize(mixture_path: str, tokenizer_dir: str, template: str, cache_dir: str | os.PathLike, *,
-             batch_size: int = 256, concurrency: int | tuple[int, int] = (1, 2),
-             override_num_blocks: int | None = None) -> pa.Table:
-    """Tokenized examples (untruncated ids and labels) in the mixture's canonical order, via Ray Data.
-
-    Cached once per (data, tokenizer, template) under ``cache_dir/tokens/<key>.parquet``.
-    """
+def _tokenize_on_ray(path: str, tokenizer_dir: str, template: str, *, batch_size: int,
+                     concurrency: int | tuple[int, int], override_num_blocks: int | None) -> pa.Table:
     import ray.data
 
     from doitray.data.sampling import num_blocks
 
-    path = Path(cache_dir) / "tokens" / f"{tokens_key(mixture_path, tokenizer_dir, template)}.parquet"
-    if path.exists():
-        return pq.read_table(path)
     lo, hi = (concurrency, concurrency) if isinstance(concurrency, int) else concurrency
-    ds = ray.data.read_parquet(str(mixture_path), override_num_blocks=override_num_blocks or num_blocks(mixture_path))
+    ds = ray.data.read_parquet(str(path), override_num_blocks=override_num_blocks or num_blocks(path))
     ds = ds.map_batches(Tokenize, fn_constructor_kwargs={"tokenizer_dir": str(tokenizer_dir), "template": template},
                         batch_size=batch_size, batch_format="pyarrow", num_cpus=1,
                         compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi))
-    t = pa.concat_tables([b for b in ray.get(ds.to_arrow_refs()) if b.num_rows])
-    order = [(c, "ascending") for c in ("part", "ability", "order_key", "id") if c in t.column_names]
-    t = t.sort_by(order)
+    return pa.concat_tables([b for b in ray.get(ds.to_arrow_refs()) if b.num_rows])
+
+
+def _write_atomic(table: pa.Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    pq.write_table(t, tmp)
+    pq.write_table(table, tmp)
     os.replace(tmp, path)
+
+
+def tokenize_records(records_path: str, tokenizer_dir: str, template: str, cache_dir: str | os.PathLike, *,
+                     batch_size: int = 256, concurrency: int | tuple[int, int] = (1, 2)) -> str:
+    """Tokenize every record of a pool once, via Ray Data; returns the cached Parquet (id, input_ids, labels).
+
+    A study does this once before its cells run, so each cell's mixture only looks its rows up
+    (``tokenize(..., pretokenized=...)``) instead of starting a tokenization pipeline of its own.
+    """
+    path = Path(cache_dir) / "tokens" / f"records-{tokens_key(records_path, tokenizer_dir, template)}.parquet"
+    if not path.exists():
+        t = _tokenize_on_ray(records_path, tokenizer_dir, template, batch_size=batch_size, concurrency=concurrency,
+                             override_num_blocks=None)
+        _write_atomic(t.select(["id", "input_ids", "labels"]), path)
+    return str(path)
+
+
+def _look_up(mixture_path: str, pretokenized: str) -> pa.Table | None:
+    """The mixture's rows from a pre-tokenized pool (upsampled copies ``<id>#r<k>`` share their id's tokens)."""
+    import pyarrow.compute as pc
+
+    mix = pq.read_table(mixture_path)
+    mix = mix.select([c for c in ("part", "ability", "order_key", "id") if c in mix.column_names])
+    tok = pq.read_table(pretokenized)
+    pos = {rid: i for i, rid in enumerate(tok["id"].to_pylist())}
+    base = pc.replace_substring_regex(mix["id"], pattern=r"#r\d+$", replacement="").to_pylist()
+    if any(b not in pos for b in base):
+        return None
+    rows = tok.take(pa.array([pos[b] for b in base], pa.int64()))
+    return mix.append_column("input_ids", rows["input_ids"]).append_column("labels", rows["labels"])
+
+
+def tokenize(mixture_path: str, tokenizer_dir: str, template: str, cache_dir: str | os.PathLike, *,
+             batch_size: int = 256, concurrency: int | tuple[int, int] = (1, 2),
+             override_num_blocks: int | None = None, pretokenized: str | None = None) -> pa.Table:
+    """Tokenized examples (untruncated ids and labels) in the mixture's canonical order, via Ray Data.
+
+    With ``pretokenized`` (from ``tokenize_records`` of the pool the mixture was drawn from, same tokenizer
+    and template) the rows are looked up there instead. Cached once per (data, tokenizer, template) under
+    ``cache_dir/tokens/<key>.parquet``.
+    """
+    path = Path(cache_dir) / "tokens" / f"{tokens_key(mixture_path, tokenizer_dir, template)}.parquet"
+    if path.exists():
+        return pq.read_table(path)
+    t = _look_up(str(mixture_path), pretokenized) if pretokenized else None
+    if t is None:
+        t = _tokenize_on_ray(mixture_path, tokenizer_dir, template, batch_size=batch_size, concurrency=concurrency,
+                             override_num_blocks=override_num_blocks)
+    order = [(c, "ascending") for c in ("part", "ability", "order_key", "id") if c in t.column_names]
+    t = t.sort_by(order)
+    _write_atomic(t, path)
     return t
 
 
 def tokenize_and_pack(mixture_path, tokenizer_dir: str, template: str, seq_len: int, cache_dir: str | os.PathLike,
                       *, pack_rows: bool = True, batch_size: int = 256, concurrency: int | tuple[int, int] = (1, 2),
-                      override_num_blocks: int | None = None) -> Packed:
+                      override_num_blocks: int | None = None, pretokenized: str | None = None) -> Packed:
     """Packed rows of a mixture (a ``Mixture`` or its Parquet path), cached under ``cache_dir/packed``."""
     from doitray.data.tokenizer import load_tokenizer
 
@@ -142,7 +186,7 @@ def tokenize_and_pack(mixture_path, tokenizer_dir: str, template: str, seq_len: 
     if (out / "packed.json").exists():
         return Packed.load(out)
     t = tokenize(mixture_path, tokenizer_dir, template, cache_dir, batch_size=batch_size, concurrency=concurrency,
-                 override_num_blocks=override_num_blocks)
+                 override_num_blocks=override_num_blocks, pretokenized=pretokenized)
     examples, n_dropped, n_truncated = [], 0, 0
     for ids, labels in zip(t["input_ids"].to_pylist(), t["labels"].to_pylist()):
         if len(ids) > seq_len:  # right truncation, as DoIT does

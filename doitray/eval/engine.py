@@ -45,6 +45,11 @@ class EngineOptions:
     batch_size: int = 16  # requests per handle call
     max_ongoing_requests: int = 64
     seed: int = 0
+    # shared: one replica per model shape (config, tokenizer, options) stays up and loads each checkpoint's
+    # weights in place (vLLM ``reload_weights``) instead of starting an engine per checkpoint; it keeps its
+    # CPUs/GPU between evaluations. ``shared_dir`` (shared by every node) holds the replica's first weights.
+    shared: bool = False
+    shared_dir: str | None = None
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -69,9 +74,29 @@ class VLLMDeployment:
         self.max_model_len = int(engine_kwargs.get("max_model_len") or 2048)
         args = AsyncEngineArgs(model=model_dir, tokenizer=model_dir, **engine_kwargs)
         self.engine = AsyncLLM.from_engine_args(args)
+        self.weights = model_dir
+        self._in_flight = 0
+        self._turn = asyncio.Condition()
 
-    async def run(self, requests: list[dict]) -> list[dict]:
-        return list(await asyncio.gather(*(self._one(r) for r in requests)))
+    async def run(self, requests: list[dict], weights: str | None = None) -> list[dict]:
+        """Answer ``requests``; with ``weights`` (an HF directory of the same shape), on those weights."""
+        await self._enter(weights)
+        try:
+            return list(await asyncio.gather(*(self._one(r) for r in requests)))
+        finally:
+            async with self._turn:
+                self._in_flight -= 1
+                self._turn.notify_all()
+
+    async def _enter(self, weights: str | None) -> None:
+        async with self._turn:
+            if weights and weights != self.weights:
+                await self._turn.wait_for(lambda: self._in_flight == 0 or weights == self.weights)
+                if weights != self.weights:   # no batch of the old weights is running: swap them
+                    await self.engine.collective_rpc("reload_weights", kwargs={"weights_path": weights})
+                    await self.engine.reset_prefix_cache()
+                    self.weights = weights
+            self._in_flight += 1
 
     async def _one(self, r: dict) -> dict:
         try:
@@ -149,6 +174,56 @@ class VLLMDeployment:
                 pass
 
 
+APP_PREFIX = "doitray-eval-"
+
+
+def shape_signature(hf_dir: str, options: dict) -> str:
+    """What a shared replica must match: the model's config, its tokenizer files and the engine options."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode())
+    for name in sorted(os.listdir(hf_dir)):
+        if name == "config.json" or name.startswith(("tokenizer", "special_tokens", "vocab", "merges")):
+            with open(os.path.join(hf_dir, name), "rb") as f:
+                h.update(name.encode() + f.read())
+    return h.hexdigest()[:12]
+
+
+def _first_weights(hf_dir: str, shared_dir: str | None, sig: str) -> str:
+    """A fixed copy of the first checkpoint for the shared replica's constructor.
+
+    Every caller passes the same directory, so a second ``serve.run`` of the app (two cells racing to
+    create it) finds it unchanged instead of redeploying it under the first caller's requests.
+    """
+    import shutil
+
+    if not shared_dir:
+        raise ValueError("a shared engine needs shared_dir (a folder every node can read)")
+    ref = os.path.join(shared_dir, sig)
+    if not os.path.isdir(ref):
+        tmp = f"{ref}.tmp{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        shutil.copytree(hf_dir, tmp)
+        try:
+            os.replace(tmp, ref)
+        except OSError:  # another process got there first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return ref
+
+
+def close_shared_engines() -> int:
+    """Delete every shared evaluation replica (a study's end); returns how many there were."""
+    from ray import serve
+
+    try:
+        names = [n for n in serve.status().applications if n.startswith(f"{APP_PREFIX}shared-")]
+    except Exception:  # Serve is not running
+        return 0
+    for n in names:
+        serve.delete(n, _blocking=True)
+    return len(names)
+
+
 def _cluster_has_gpu() -> bool:
     import ray
 
@@ -169,7 +244,7 @@ class ServeEngine:
             raise RuntimeError("ServeEngine needs a running Ray (call ray.init first)")
         self.options = opts = EngineOptions.from_any(options)
         self.hf_dir = os.path.abspath(hf_dir)
-        self.app_name = name or f"doitray-eval-{uuid.uuid4().hex[:10]}"
+        self.app_name = name or f"{APP_PREFIX}{uuid.uuid4().hex[:10]}"
         self.gpu = _cluster_has_gpu() if opts.gpu is None else opts.gpu
         eager = (not self.gpu) if opts.enforce_eager is None else opts.enforce_eager
         self._started_serve = False
@@ -201,14 +276,26 @@ class ServeEngine:
                 env["TORCHDYNAMO_DISABLE"] = "1"
             env.setdefault("VLLM_CPU_OMP_THREADS_BIND", os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind"))
             engine_kwargs["distributed_executor_backend"] = "uni" if opts.tensor_parallel_size == 1 else "mp"
+            if opts.tensor_parallel_size == 1:  # else vLLM CPU turns "uni" into "mp": one more process to start
+                env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         engine_kwargs.update(opts.engine_kwargs)
         actor["runtime_env"] = {"env_vars": env}
         self.max_model_len = opts.max_model_len
+        model_dir, self._weights = self.hf_dir, None
+        if opts.shared:
+            sig = shape_signature(self.hf_dir, {"engine": engine_kwargs, "actor": actor, "deploy": deploy_kw})
+            self.app_name = f"{APP_PREFIX}shared-{sig}"
+            self._weights = self.hf_dir
+            try:
+                self.handle = serve.get_app_handle(self.app_name)
+                return
+            except Exception:  # not deployed yet
+                model_dir = _first_weights(self.hf_dir, opts.shared_dir, sig)
         dep = serve.deployment(VLLMDeployment, name="vllm", num_replicas=1, ray_actor_options=actor,
                                max_ongoing_requests=opts.max_ongoing_requests, health_check_period_s=30,
                                health_check_timeout_s=120, graceful_shutdown_timeout_s=5, **deploy_kw)
         try:
-            self.handle = serve.run(dep.bind(self.hf_dir, engine_kwargs), name=self.app_name, route_prefix=None)
+            self.handle = serve.run(dep.bind(model_dir, engine_kwargs), name=self.app_name, route_prefix=None)
         except Exception:
             self.close()
             raise
@@ -216,7 +303,7 @@ class ServeEngine:
     # -- requests -------------------------------------------------------------------------------
     def _send(self, requests: list[dict]) -> list[dict]:
         bs = max(1, self.options.batch_size)
-        pending = [self.handle.run.remote(requests[i:i + bs]) for i in range(0, len(requests), bs)]
+        pending = [self.handle.run.remote(requests[i:i + bs], self._weights) for i in range(0, len(requests), bs)]
         out: list[dict] = []
         for p in pending:
             try:
@@ -242,6 +329,8 @@ class ServeEngine:
     def close(self) -> None:
         from ray import serve
 
+        if self.options.shared:  # stays up for the next checkpoint; see close_shared_engines
+            return
         try:
             serve.delete(self.app_name, _blocking=True)
         except Exception:

@@ -39,6 +39,14 @@ class CellRun:
         self.seed = int(self.levels["seed"])
         self.settings = training_settings(self.content["training"]).model_copy(update={"seed": self.seed})
         self.evaluation = self.content["evaluation"]
+        self.seconds = {"data_s": 0.0, "train_s": 0.0, "eval_s": 0.0}   # wall time per phase
+
+    def _timed(self, phase: str, fn, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.seconds[phase] += time.perf_counter() - t0
 
     # -- data ---------------------------------------------------------------------------------
     def abilities(self) -> list[str]:
@@ -50,7 +58,7 @@ class CellRun:
 
         mix = sample_mixture(self.pool, recipe, self.seed, self.cache)
         packed = tokenize_and_pack(mix.path, self.shared["tokenizer"], self.content["template"], self.settings.seq_len,
-                                   self.cache)
+                                   self.cache, pretokenized=self.shared.get("tokens"))
         return mix, packed
 
     def valid_data(self):
@@ -64,6 +72,12 @@ class CellRun:
             return None
         recipe = Recipe(parts=(part.model_copy(update={"per_ability": caps, "abilities": tuple(caps)}),), name="valid")
         return self._packed(recipe)[1]
+
+    def materialize(self) -> None:
+        """Sample and pack every stage's data and the valid data into the cache (no training)."""
+        self.valid_data()
+        for _, recipe in stage_recipes(self.content):
+            self._packed(recipe)
 
     # -- training -----------------------------------------------------------------------------
     def _model_fields(self) -> dict[str, Any]:
@@ -94,11 +108,11 @@ class CellRun:
         """Run every stage; returns [(stage index, StageResult)], training tokens, examples per ability."""
         from doitray.train.stage import StageSpec, run_stage, stage_key
 
-        valid = self.valid_data()
+        valid = self._timed("data_s", self.valid_data)
         storage = _join(self.store.uri, "train")
         init_from, results, tokens, examples = None, [], 0, {}
         for i, (name, recipe) in enumerate(stage_recipes(self.content)):
-            mix, packed = self._packed(recipe)
+            mix, packed = self._timed("data_s", self._packed, recipe)
             spec = StageSpec(name=name, tokenizer_dir=self.shared["tokenizer"], template=self.content["template"],
                              train_data=packed.path, valid_data=valid.path if valid else None, settings=self.settings,
                              checkpoint=self._policy(), init_from=init_from, storage_path=storage,
@@ -106,7 +120,7 @@ class CellRun:
                              cache_dir=os.path.join(self.cache, "models"), **self._model_fields(), **self._resources())
             run_uri = _join(storage, f"{name}-{stage_key(spec)}")
             resumed_from = latest_step(run_uri)
-            res = run_stage(spec)
+            res = self._timed("train_s", run_stage, spec)
             self._record_stage(i, res, resumed_from)
             results.append((i, res))
             init_from = res.final_hf_path
@@ -152,7 +166,7 @@ class CellRun:
             name = ckpt_name(stage, c.name)
             evaluate_and_store(self.store, c.hf_path, self.suites(split), template=self.content["template"],
                                cell_id=self.cid, checkpoint=name, stage=stage, step=c.step, epoch=float(c.epoch),
-                               engine_options=engine_options(c.hf_path, ev.get("engine")), seed=self.seed)
+                               engine_options=engine_options(c.hf_path, ev.get("engine"), self.cache), seed=self.seed)
             return self._scores(name, split)
 
         if ev["select"] == "last":
@@ -186,14 +200,15 @@ class CellRun:
         from doitray.study.plan import model_params
 
         results, tokens, examples = self.train()
-        self.evaluate(results)
+        self._timed("eval_s", self.evaluate, results)
         n_ab = max(1, len(examples))
         return {"model_params": model_params(self.content["model"]), "train_tokens": tokens,
                 "per_ability": sum(examples.values()) / n_ab if self.levels.get("per_ability") is None
                 else float(self.levels["per_ability"]),
                 "volume": self.levels.get("volume") or sum(examples.values()),
                 "recipe": json.dumps([{"stage": n, "recipe": json.loads(r.model_dump_json())}
-                                      for n, r in stage_recipes(self.content)])}
+                                      for n, r in stage_recipes(self.content)]),
+                **self.seconds}
 
 
 def pool_suites(pool: Pool, split: str, abilities: list[str], entries: list[dict], *, max_tokens: int):
@@ -221,9 +236,12 @@ def pool_suites(pool: Pool, split: str, abilities: list[str], entries: list[dict
     return suites
 
 
-def engine_options(hf_dir: str, given: dict | None) -> dict:
-    """The study's engine options, with ``max_model_len`` capped at what the checkpoint supports."""
+def engine_options(hf_dir: str, given: dict | None, cache: str | None = None) -> dict:
+    """The study's engine options, with ``max_model_len`` capped at what the checkpoint supports (and a
+    shared engine's folder in the study's cache)."""
     opts = dict(given or {})
+    if opts.get("shared") and cache:
+        opts.setdefault("shared_dir", os.path.join(cache, "engines"))
     try:
         with open(os.path.join(hf_dir, "config.json")) as f:
             limit = json.load(f).get("max_position_embeddings")

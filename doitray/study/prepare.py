@@ -1,4 +1,5 @@
-"""Work done once per study on the driver before any cell runs: the data pool and the tokenizer.
+"""Work done once per study on the driver before any cell runs: the data pool, the tokenizer and the
+pool tokenized once (cells look their rows up instead of each running a tokenization pipeline).
 
 Cells share both through the cache folder (``<storage>/cache`` for local storage). Each cell's own
 mixtures and packed data are cached there too, under content hashes, so cells that need the same
@@ -64,12 +65,16 @@ def study_tokenizer(spec: StudySpec, pool: Pool, cache: str) -> str:
 
 
 def prepare_study(spec: StudySpec, store: ResultsStore) -> dict:
-    """Load the pool and the tokenizer once; returns what every trial needs to find them."""
+    """Load the pool, the tokenizer and the pool's tokens once; returns what every trial needs to find them."""
     cache = cache_dir(spec, store)
     os.makedirs(cache, exist_ok=True)
     pool = study_pool(spec, cache)
     from doitray.study.plan import check_against_pool
 
     check_against_pool(spec, pool)
+    from doitray.data.pipeline import tokenize_records
+
+    tokenizer = study_tokenizer(spec, pool, cache)
     return {"pool": os.path.dirname(pool.path) if pool.path.endswith(".parquet") else pool.path,
-            "tokenizer": study_tokenizer(spec, pool, cache), "cache": cache}
+            "tokenizer": tokenizer, "tokens": tokenize_records(pool.path, tokenizer, spec.template, cache),
+            "cache": cache}

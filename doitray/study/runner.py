@@ -104,6 +104,8 @@ def run_study(spec: StudySpec, *, retry_failed: bool = False, progress_interval:
     cells = expand_cells(spec)
     todo, skipped = _pending_cells(spec, store, cells, retry_failed)
     shared = prepare_study(spec, store) if todo else {}
+    if todo and spec.data_preparation == "upfront":
+        _materialize(spec, store, todo, shared)
     started_serve = _ensure_serve() if todo else False
     try:
         for tier_name, tier_cells in cells_by_tier(todo).items():
@@ -115,14 +117,31 @@ def run_study(spec: StudySpec, *, retry_failed: bool = False, progress_interval:
             from ray import serve
 
             serve.shutdown()
+        elif todo:
+            from doitray.eval.engine import close_shared_engines
+
+            close_shared_engines()
     status = study_status(store.uri)
     return StudyOutcome(store.uri, status.total, status.done, status.failed, skipped, time.time() - t0)
 
 
+def _trial_config(spec: StudySpec, store: ResultsStore, cell: Cell, shared: dict) -> dict:
+    return {**cell.to_config(), "shared": shared, "store": store.uri, "max_retries": spec.max_retries}
+
+
+def _materialize(spec: StudySpec, store: ResultsStore, cells: list[Cell], shared: dict) -> None:
+    """Every pending cell's data, sampled and packed on the driver (cells then find it in the cache)."""
+    from doitray.study.execution import CellRun
+
+    t0 = time.time()
+    for c in cells:
+        CellRun(_trial_config(spec, store, c, shared), store).materialize()
+    print(f"[{spec.name}] data of {len(cells)} cells prepared in {time.time() - t0:.0f}s", flush=True)
+
+
 def _run_tier(spec: StudySpec, store: ResultsStore, tier_name: str, cells: list[Cell], k: int,
               shared: dict, progress_interval: float) -> None:
-    configs = [{**c.to_config(), "shared": shared, "store": store.uri, "max_retries": spec.max_retries}
-               for c in cells]
+    configs = [_trial_config(spec, store, c, shared) for c in cells]
     name_of = lambda t: t.config["cell"]["cell_id"]  # noqa: E731
     tuner = tune.Tuner(
         tune.with_resources(run_cell, trial_resources(spec)),

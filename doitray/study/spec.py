@@ -174,6 +174,9 @@ class StudySpec(_Strict):
     # run waits for resources, so cells start as nodes appear (autoscaling clusters); or a fixed number
     concurrency: int | Literal["auto", "elastic"] = "auto"
     driver_resource: str | None = None  # custom resource of non-preemptible driver nodes (TRAIN_DRIVER)
+    # per_cell: each trial samples and packs its own data (in parallel across cells: clusters); upfront: the
+    # driver does it for every pending cell before the first trial starts (one warm process: laptops)
+    data_preparation: Literal["per_cell", "upfront"] = "per_cell"
     # read by the report: {features: {ability: {name: value}}, complexity: base_score|answer_length|answer_steps,
     # transference: share|gain} (doitray.analysis)
     analysis: dict[str, Any] = {}

@@ -33,6 +33,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("composition", pa.string()), ("strategy", pa.string()), ("replay_frac", pa.float64()),
         ("seed", pa.int64()), ("train_tokens", pa.int64()), ("recipe", pa.string()), ("factors", pa.string()),
         ("started_at", pa.float64()), ("finished_at", pa.float64()), ("updated_at", pa.float64()),
+        ("data_s", pa.float64()), ("train_s", pa.float64()), ("eval_s", pa.float64()),
     ]),
     "checkpoints": pa.schema([
         ("cell_id", pa.string()), ("checkpoint", pa.string()), ("stage", pa.int64()), ("stage_name", pa.string()),
@@ -149,7 +150,11 @@ class ResultsStore:
         pieces = []
         for p in self.parts(table):
             with self.fs.open_input_file(p) as f:
-                pieces.append(pq.read_table(f).select(schema.names).cast(schema))
+                t = pq.read_table(f)
+            for name in schema.names:     # a part written before a column existed reads it as null
+                if name not in t.column_names:
+                    t = t.append_column(name, pa.nulls(len(t), schema.field(name).type))
+            pieces.append(t.select(schema.names).cast(schema))
         return pa.concat_tables(pieces) if pieces else schema.empty_table()
 
     def read(self, table: str) -> pd.DataFrame:

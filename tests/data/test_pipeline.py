@@ -71,3 +71,19 @@ def test_tokenize_and_pack_contract(ray_local, small_pool, tiny_tokenizer_dir, t
     assert short.n_examples + short.n_dropped == 200
     rows = pq.read_table(short.path)
     assert all(n > 0 for n in rows["n_loss_tokens"].to_pylist())
+
+
+def test_pool_tokens_looked_up_equal_a_tokenization_pipeline(ray_local, small_pool, tiny_tokenizer_dir, tmp_path):
+    from doitray.data.pipeline import tokenize, tokenize_records
+    from doitray.data.recipes import Part
+    from doitray.data.sampling import sample_mixture
+
+    n = small_pool.count(split="train")
+    recipe = Recipe(parts=(Part(name="up", split="train", total=n + 50, upsample=True),), name="up")
+    mix = sample_mixture(small_pool, recipe, 0, tmp_path)
+    assert mix.n_upsampled == 50  # upsampled copies are looked up by their original id
+    pre = tokenize_records(small_pool.path, tiny_tokenizer_dir, "doit", tmp_path / "a")
+    assert pq.read_table(pre).num_rows == small_pool.count()
+    looked_up = tokenize(mix.path, tiny_tokenizer_dir, "doit", tmp_path / "a", pretokenized=pre)
+    ran = tokenize(mix.path, tiny_tokenizer_dir, "doit", tmp_path / "b")
+    assert looked_up.num_rows == n + 50 and looked_up.equals(ran)

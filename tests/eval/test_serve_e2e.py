@@ -138,3 +138,34 @@ def test_judge_plumbing_records_the_judge(served, tiny_checkpoint):
     # a random judge writes no "[[r]]": each item is kept as failed with the reason, never dropped
     assert all(p["error"] == "no judge rating could be parsed" or 0 <= p["score"] <= 1 for p in res.predictions)
     assert {r["ability"] for r in res.scores} == {"general", "overall"}
+
+
+def test_shared_engine_loads_each_checkpoint_in_place(served, tiny_checkpoint, tiny_tokenizer_dir, tmp_path):
+    """One shared replica serves two checkpoints of the same shape, each with its own weights."""
+    from ray import serve
+    from transformers import AutoTokenizer
+
+    from evalkit import build_tiny_checkpoint
+    from doitray.data.templates import get_template
+    from doitray.eval.engine import ServeEngine, close_shared_engines
+
+    other = build_tiny_checkpoint(tiny_tokenizer_dir, tmp_path / "hf-other", seed=1)
+    tok, t = AutoTokenizer.from_pretrained(tiny_checkpoint), get_template("doit")
+    prompt = t.prompt_ids(tok, [{"role": "user", "content": "What is 3 plus 4?"}])
+    seqs = [(prompt + t.continuation_ids(tok, "3 plus 4 is 7."), len(prompt))]
+    opts = {"max_model_len": 512, "dtype": "float32", "shared": True, "shared_dir": str(tmp_path / "engines")}
+    before = set(serve.status().applications)
+    with ServeEngine(tiny_checkpoint, opts) as a:
+        loss_a = a.score(seqs)[0]["loss"]
+    with ServeEngine(other, opts) as b:
+        loss_b = b.score(seqs)[0]["loss"]
+    with ServeEngine(tiny_checkpoint, opts) as a_again:
+        loss_a_again = a_again.score(seqs)[0]["loss"]
+    assert a.app_name == b.app_name == a_again.app_name  # one replica, kept up between checkpoints
+    assert set(serve.status().applications) - before == {a.app_name}
+    with ServeEngine(other, {"max_model_len": 512, "dtype": "float32"}) as fresh:
+        loss_b_fresh = fresh.score(seqs)[0]["loss"]
+    assert loss_a == pytest.approx(served.score(seqs)[0]["loss"], abs=1e-4)
+    assert loss_a_again == pytest.approx(loss_a, abs=1e-4)
+    assert loss_b == pytest.approx(loss_b_fresh, abs=1e-4) and abs(loss_b - loss_a) > 1e-3
+    assert close_shared_engines() == 1 and set(serve.status().applications) == before

@@ -24,14 +24,19 @@ def _run(cmd, timeout=900):
 
 
 def test_two_cell_study_end_to_end_then_rerun_skips(write_study):
-    study, storage = write_study()
+    # as the embedded default runs: data prepared up front by the driver, one shared evaluation replica
+    study, storage = write_study(data_preparation="upfront",
+                                 evaluation={"select": "valid_loss", "evaluate": "selected", "max_new_tokens": 8,
+                                             "engine": {"shared": True}})
     out = _run(grid_cmd(study))
-    assert "2/2 cells done, 0 failed" in out.stdout
+    assert "2/2 cells done, 0 failed" in out.stdout and "data of 2 cells prepared" in out.stdout
     store = ResultsStore(str(storage))
     cells = store.read("cells")
     assert sorted(cells["state"]) == ["done", "done"]
     assert set(cells["volume"]) == {40, 80}
     assert (cells["train_tokens"] > 0).all() and (cells["model_params"] > 0).all()
+    assert (cells["train_s"] > 0).all() and (cells["eval_s"] > 0).all() and cells["data_s"].notna().all()
+    assert len(list((storage / "cache" / "engines").iterdir())) == 1  # both cells' checkpoints: one replica
 
     ckpts = store.read("checkpoints")
     assert len(ckpts) >= 2 * 2  # two epochs per cell
