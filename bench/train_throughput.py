@@ -63,7 +63,6 @@ def make_data(root: Path, seq: int, n_examples: int) -> tuple[str, str]:
 
 def plain_loop(source: dict, data_path: str, s, steps: int, threads: int) -> list[float]:
     """Single process, no Ray, no FSDP: the same math as the Train loop."""
-    import numpy as np
     import torch
 
     from doitray.models.loading import build_config_model

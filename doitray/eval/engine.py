@@ -147,7 +147,6 @@ class VLLMDeployment:
     async def _score(self, r: dict) -> dict:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
-        from vllm.sampling_params import RequestOutputKind
 
         ids = list(r["ids"])[: self.max_model_len - 1]
         truncated = len(ids) < len(r["ids"])

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from doitray.eval import sandbox
 from doitray.eval.programs import build_program, judge_messages
-from doitray.eval.scorers import (ItemScore, ModelOutput, item_metric, meta_of, options_in, parse_rating,
+from doitray.eval.scorers import (ItemScore, ModelOutput, item_metric, options_in, parse_rating,
                                   score_item)
 from doitray.eval.stats import bootstrap_ci, stable_seed
 from doitray.eval.suites import Suite

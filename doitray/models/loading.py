@@ -175,6 +175,34 @@ def _check_shapes(preset_name: str, hf_dir: str) -> None:
                          + ", ".join(f"{k}={a} (preset {b})" for k, (a, b) in bad.items()))
 
 
+def level_source(level: dict) -> tuple[str, str | None]:
+    """``(model, model_path)`` for ``resolve_model`` from a model level ``{preset | path | gguf}``."""
+    if level.get("preset"):
+        return level["preset"], level.get("path")
+    if level.get("gguf") == "smollm2":
+        return "smollm2-135m", None
+    return level.get("path") or level.get("gguf"), None
+
+
+def export_tokenizer(level: dict, template: str, out_dir: str | os.PathLike, cache_dir: str | os.PathLike) -> str:
+    """Save a pretrained model level's own tokenizer, with the template's special tokens, to ``out_dir``."""
+    from doitray.data.templates import get_template
+    from doitray.data.tokenizer import load_tokenizer
+
+    model, model_path = level_source(level)
+    tmpl = get_template(template)
+    if model in PRESETS and PRESETS[model].source == "gguf-package":
+        d, f = os.path.split(smollm2_gguf_path())
+        tok = load_tokenizer(d, tmpl, gguf_file=f)
+    elif str(model).endswith(".gguf"):
+        d, f = os.path.split(os.path.abspath(model))
+        tok = load_tokenizer(d, tmpl, gguf_file=f)
+    else:
+        tok = load_tokenizer(localize(model_path or model, cache_dir), tmpl)
+    tok.save_pretrained(str(out_dir))
+    return str(out_dir)
+
+
 def resolve_model(model: str, *, template: str, cache_dir: str | os.PathLike, model_path: str | None = None,
                   tokenizer_dir: str | None = None) -> ModelSource:
     """Resolve ``model`` (preset name | HF dir | ``.gguf`` file | URI) into a ``ModelSource``.

@@ -81,10 +81,10 @@ class CellRun:
 
     # -- training -----------------------------------------------------------------------------
     def _model_fields(self) -> dict[str, Any]:
-        m = self.content["model"]
-        if m.get("preset"):
-            return {"model": m["preset"], "model_path": m.get("path")}
-        return {"model": m.get("path") or m.get("gguf"), "model_path": None}
+        from doitray.models.loading import level_source
+
+        model, model_path = level_source(self.content["model"])
+        return {"model": model, "model_path": model_path}
 
     def _resources(self) -> dict[str, Any]:
         r = self.cell["resources"]

@@ -60,7 +60,7 @@ def study_tokenizer(spec: StudySpec, pool: Pool, cache: str) -> str:
     key = hashlib.sha256(f"{level.model_dump_json()}|{spec.template}".encode()).hexdigest()[:16]
     out = Path(cache) / "tokenizers" / f"model-{key}"
     if not (out / "tokenizer_config.json").exists():
-        export_tokenizer(level.model_dump(), template, str(out))
+        export_tokenizer(level.model_dump(), spec.template, str(out), os.path.join(cache, "models"))
     return str(out)
 
 

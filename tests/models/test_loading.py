@@ -108,3 +108,16 @@ def test_resolve_model_errors(tmp_path, tiny_hf, tiny_tokenizer_dir):
         resolve_model(str(tmp_path), template="doit", cache_dir=tmp_path)
     src = resolve_model("tiny-m", template="doit", cache_dir=tmp_path, tokenizer_dir=tiny_tokenizer_dir)
     assert src.kind == "config" and src.config["vocab_size"] == len(load_tokenizer(tiny_tokenizer_dir))
+
+
+def test_study_model_levels_resolve_and_export_their_tokenizer(tmp_path):
+    from doitray.models.loading import export_tokenizer, level_source
+
+    assert level_source({"preset": "llama-7b", "path": "s3://b/llama"}) == ("llama-7b", "s3://b/llama")
+    assert level_source({"gguf": "smollm2"}) == ("smollm2-135m", None)
+    assert level_source({"path": "/m/hf"}) == ("/m/hf", None)
+    out = export_tokenizer({"gguf": "smollm2"}, "doit", tmp_path / "tok", tmp_path / "cache")
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(out)
+    assert {"<user>", "<assistant>", "<eot>"} <= set(tok.get_added_vocab()) and len(tok) > 49152
