@@ -1,7 +1,7 @@
 """Scale-out: the same small study on a 1-node and a 2-node local Ray cluster; prints the wall-time ratio.
 
     python bench/scale_out.py                     # 4 independent tiny cells, 1 vs 2 cell nodes
-    python bench/scale_out.py --cells 6 --steps 24 --concurrency elastic
+    python bench/scale_out.py --cells 6 --steps 96 --concurrency elastic
 
 Each cluster (``ray.cluster_utils.Cluster``, all on this machine) has a "safe" head — the trial drivers
 (``TRAIN_DRIVER``) and the CPUs for Ray Data tasks and the evaluation replicas — plus N simulated cell
@@ -10,6 +10,11 @@ nodes with one logical CPU and one ``CELL_NODE`` each. Every cell's Train worker
 2-node cluster really has twice the cell capacity. Cells are identical but for their seed (independent,
 equal work). Each run uses a fresh storage folder (data preparation included in both) and its own
 cluster, in a child process. Target: ratio (2-node / 1-node) <= 0.6.
+
+The study is set up as a laptop study is (``default.yaml``): every cell's data is prepared up front on
+the driver and one shared Serve + vLLM replica evaluates every checkpoint, so what a cell does is
+mostly training on its node. Per-cell data pipelines and engine starts would run on the head, whose
+CPUs the simulated nodes share with the cells on a small machine (``--per-cell`` measures that).
 
 Wall times are end to end (``run_study``: preparation, every cell's data, training, Serve+vLLM
 evaluation, store). The "cells" span (first cell start to last cell finish, from the cells table) is
@@ -34,8 +39,11 @@ ENV = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "10", "RAY_DATA_DISABLE_PROGRES
        "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
 
 
-def study_doc(storage: Path, cells: int, steps: int, concurrency) -> dict:
+def study_doc(storage: Path, cells: int, steps: int, concurrency, per_cell: bool = False) -> dict:
     """``cells`` tiny cells (tiny-xs from scratch, seq 128) that differ only by seed; a short evaluation."""
+    engine = {"max_model_len": 256, "shared": not per_cell}
+    if not per_cell:  # the replica stays up: on the head, not on a cell node's only CPU
+        engine["resources"] = {"TRAIN_DRIVER": 0.01}
     return {
         "name": "scaleout", "storage": str(storage),
         "sources": [{"name": "suite", "format": "synthetic",
@@ -47,7 +55,8 @@ def study_doc(storage: Path, cells: int, steps: int, concurrency) -> dict:
                      "micro_batch": 2},
         "checkpoints": {"every": "last"},
         "evaluation": {"select": "last", "evaluate": "last", "max_new_tokens": 4,
-                       "suites": [{"limit_per_ability": 1, "ood": False}], "engine": {"max_model_len": 256}},
+                       "suites": [{"limit_per_ability": 1, "ood": False}], "engine": engine},
+        "data_preparation": "per_cell" if per_cell else "upfront",
         "resources": {"default": {"workers": 1, "cpus_per_worker": 1, "worker_resources": {CELL: 1}}},
         "concurrency": concurrency, "max_retries": 0,
     }
@@ -64,7 +73,7 @@ def head_cpus(cells: int, concurrency: str) -> int:
     return 2 * at_once + 1
 
 
-def child(nodes: int, storage: Path, out: Path, cells: int, steps: int, concurrency: str) -> None:
+def child(nodes: int, storage: Path, out: Path, cells: int, steps: int, concurrency: str, per_cell: bool) -> None:
     """One measurement: a fresh cluster with ``nodes`` cell nodes runs the study; writes the figures."""
     os.environ.update(ENV)  # inherited by every node's processes
     os.environ.pop("RAY_ADDRESS", None)
@@ -77,7 +86,7 @@ def child(nodes: int, storage: Path, out: Path, cells: int, steps: int, concurre
     conc = nodes if concurrency == "nodes" else (int(concurrency) if concurrency.isdigit() else concurrency)
     cl = LocalCluster(nodes, head_cpus=head_cpus(cells, concurrency), cell_resource=CELL)
     try:
-        spec = parse_study(study_doc(storage, cells, steps, conc))
+        spec = parse_study(study_doc(storage, cells, steps, conc, per_cell))
         t0 = time.perf_counter()
         outcome = run_study(spec, progress_interval=60)
         wall = time.perf_counter() - t0
@@ -93,6 +102,7 @@ def measure(nodes: int, args, workdir: Path) -> dict:
     storage, out = workdir / f"store-{nodes}node", workdir / f"result-{nodes}node.json"
     cmd = [sys.executable, __file__, "--child", str(nodes), "--storage", str(storage), "--out", str(out),
            "--cells", str(args.cells), "--steps", str(args.steps), "--concurrency", args.concurrency]
+    cmd += ["--per-cell"] if args.per_cell else []
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     load = os.getloadavg()[0]
     p = subprocess.run(cmd, capture_output=not args.verbose, text=True, env=env, start_new_session=True)
@@ -110,7 +120,9 @@ def measure(nodes: int, args, workdir: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cells", type=int, default=4, help="independent cells (default 4)")
-    ap.add_argument("--steps", type=int, default=16, help="optimizer steps per cell (default 16)")
+    ap.add_argument("--steps", type=int, default=64, help="optimizer steps per cell (default 64)")
+    ap.add_argument("--per-cell", action="store_true",
+                    help="prepare each cell's data in its trial and start an engine per cell (not shared)")
     ap.add_argument("--concurrency", default="nodes",
                     help="the study's concurrency: 'nodes' (default: as many cells as cell nodes, as 'auto' "
                          "would on a fixed cluster), elastic, or a number")
@@ -121,14 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        child(args.child, Path(args.storage), Path(args.out), args.cells, args.steps, args.concurrency)
+        child(args.child, Path(args.storage), Path(args.out), args.cells, args.steps, args.concurrency, args.per_cell)
         return 0
     with tempfile.TemporaryDirectory(prefix="doitray-scaleout-", dir=args.workdir) as tmp:
         one = measure(1, args, Path(tmp))
         two = measure(2, args, Path(tmp))
     ratio, span_ratio = two["wall_s"] / one["wall_s"], two["cells_span_s"] / one["cells_span_s"]
+    setup = "per-cell data and engines" if args.per_cell else "data up front, one shared engine"
     print(f"scale-out: {args.cells} independent tiny cells, {args.steps} steps each, concurrency {args.concurrency}, "
-          f"{os.cpu_count()} physical cores")
+          f"{setup}, {os.cpu_count()} physical cores")
     for r in (one, two):
         print(f"  {r['nodes']} cell node(s): study wall {r['wall_s']:7.1f} s   cells span {r['cells_span_s']:7.1f} s   "
               f"(load avg {r['load_before']:.1f} -> {r['load_after']:.1f})")

@@ -50,6 +50,9 @@ class EngineOptions:
     # CPUs/GPU between evaluations. ``shared_dir`` (shared by every node) holds the replica's first weights.
     shared: bool = False
     shared_dir: str | None = None
+    # custom Ray resources the replica asks for, to pin it to a node type (e.g. {"TRAIN_DRIVER": 0.01} keeps a
+    # shared CPU replica on the driver nodes, off the one-CPU-per-worker nodes that cells train on)
+    resources: dict[str, float] = field(default_factory=dict)
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -264,7 +267,7 @@ class ServeEngine:
             if opts.tensor_parallel_size > 1:  # vLLM's Ray executor inside the replica's placement group
                 engine_kwargs["distributed_executor_backend"] = "ray"
                 actor = {"num_cpus": 0}
-                deploy_kw["placement_group_bundles"] = ([{"CPU": opts.num_cpus}]
+                deploy_kw["placement_group_bundles"] = ([{"CPU": opts.num_cpus, **opts.resources}]
                                                         + [{"GPU": 1, "CPU": 1}] * opts.tensor_parallel_size)
                 deploy_kw["placement_group_strategy"] = "PACK"
             else:
@@ -278,6 +281,8 @@ class ServeEngine:
             if opts.tensor_parallel_size == 1:  # else vLLM CPU turns "uni" into "mp": one more process to start
                 env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         engine_kwargs.update(opts.engine_kwargs)
+        if opts.resources and "placement_group_bundles" not in deploy_kw:
+            actor["resources"] = dict(opts.resources)
         actor["runtime_env"] = {"env_vars": env}
         self.max_model_len = opts.max_model_len
         model_dir, self._weights = self.hf_dir, None

@@ -29,7 +29,8 @@ def retry_startup(start: Callable[[], Any], attempts: int = 3) -> Any:
 class LocalCluster:
     """The safe head plus ``cell_nodes`` one-CPU cell nodes, with this process connected as the driver.
 
-    ``nodes`` lists the cell nodes (``ray.cluster_utils`` node handles, each with a ``node_id``);
+    ``nodes`` lists the cell nodes (``ray.cluster_utils`` node handles, each with a ``node_id``), ``head_id``
+    is the head's node id;
     ``add`` starts one more, ``remove`` kills one without a graceful drain (a lost node), ``shutdown``
     disconnects and stops every node. A failed start stops the nodes already started.
     """
@@ -41,9 +42,11 @@ class LocalCluster:
         self.cell_resource = cell_resource
         self.cluster = Cluster()
         self.nodes: list = []
+        self.head_id: str | None = None
         try:
-            retry_startup(lambda: self.cluster.add_node(num_cpus=head_cpus, resources={"TRAIN_DRIVER": 100},
-                                                        object_store_memory=300 * MB, include_dashboard=False))
+            head = retry_startup(lambda: self.cluster.add_node(num_cpus=head_cpus, resources={"TRAIN_DRIVER": 100},
+                                                               object_store_memory=300 * MB, include_dashboard=False))
+            self.head_id = head.node_id
             self.nodes = [self._add() for _ in range(cell_nodes)]
             ray.init(address=self.cluster.address, log_to_driver=False)
         except BaseException:

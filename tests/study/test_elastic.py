@@ -48,12 +48,17 @@ ENV = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "10",  # a waiting cell re-trie
 # ---------------------------------------------------------------------------------------------------------
 # child side: the cluster, the study, the observations
 # ---------------------------------------------------------------------------------------------------------
-def train_workers() -> dict[str, str]:
-    """Alive Ray Train worker actors: actor id -> node id (read from the GCS; no dashboard needed)."""
+def alive_actors(prefix: str) -> dict[str, str]:
+    """Alive actors whose class name starts with ``prefix``: actor id -> node id (from the GCS; no dashboard)."""
     from ray._private.state import actors
 
     return {a: info["Address"]["NodeID"] for a, info in actors(actor_state_name="ALIVE").items()
-            if info["ActorClassName"] == "RayTrainWorker"}
+            if info["ActorClassName"].startswith(prefix)}
+
+
+def train_workers() -> dict[str, str]:
+    """Alive Ray Train worker actors: actor id -> node id."""
+    return alive_actors("RayTrainWorker")
 
 
 class Monitor:
@@ -61,6 +66,7 @@ class Monitor:
 
     def __init__(self, interval: float = 0.5):
         self.samples: list[tuple[float, dict]] = []
+        self.replica_nodes: set[str] = set()  # nodes that held an evaluation replica
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, args=(interval,), daemon=True)
         self._t.start()
@@ -69,6 +75,7 @@ class Monitor:
         while not self._stop.is_set():
             try:
                 self.samples.append((time.time(), train_workers()))
+                self.replica_nodes.update(alive_actors("ServeReplica").values())
             except Exception:  # noqa: BLE001 - a sample lost while a node goes away
                 pass
             self._stop.wait(interval)
@@ -159,8 +166,13 @@ def _elastic(cl: LocalCluster, mon: Monitor, storage: Path, study: threading.Thr
 STEPS = 120  # long enough for the intervention to land mid-training even when steps are fast
 SCENARIOS = {
     # two cells on one cell node, a second node joins while the first cell trains
-    "scale_up": (1, _scale_up, dict(volumes=(40, 80), max_steps=3 * STEPS,
-                                    checkpoints={"every": "steps", "every_n_steps": STEPS})),
+    # (data prepared up front, one shared evaluation replica pinned to the head by a custom resource)
+    "scale_up": (1, _scale_up, dict(volumes=(40, 80), max_steps=3 * STEPS, data_preparation="upfront",
+                                    checkpoints={"every": "steps", "every_n_steps": STEPS},
+                                    evaluation={"select": "last", "evaluate": "last", "max_new_tokens": 4,
+                                                "suites": [{"limit_per_ability": 1, "ood": False}],
+                                                "engine": {"max_model_len": 256, "shared": True,
+                                                           "resources": {"TRAIN_DRIVER": 0.01}}})),
     # two cells on two nodes; one node is lost once every running cell has checkpointed
     "node_loss": (2, _lose_node, dict(volumes=(40, 80), max_steps=STEPS, max_retries=2,
                                       checkpoints={"every": "steps", "every_n_steps": 10})),
@@ -201,7 +213,8 @@ def run_scenario(name: str, storage: Path, out: Path) -> None:
             ev["action_error"] = str(e)
         study.join(2 * WAIT_S)
         mon.stop()
-        ev.update(box, finished=not study.is_alive(), samples=[[t, w] for t, w in mon.samples])
+        ev.update(box, finished=not study.is_alive(), samples=[[t, w] for t, w in mon.samples],
+                  head=cl.head_id, replica_nodes=sorted(mon.replica_nodes))
         out.write_text(json.dumps(ev, default=str))
     finally:
         mon.stop()
@@ -250,6 +263,7 @@ def test_nodes_added_mid_study_raise_concurrent_cells(tmp_path):
     after = [w for t, w in ev["samples"] if t > ev["added_at"]]
     both = next(w for w in after if len(w) == 2)  # the waiting cell started on the new node, no restart
     assert ev["added_node"] in both.values() and len(set(both.values())) == 2
+    assert ev["replica_nodes"] == [ev["head"]]  # the shared replica kept off the cell nodes' only CPU
     _all_done(storage, 2)
 
 
