@@ -46,16 +46,24 @@ class TrainSettings(BaseModel):
     def _check(self):
         if not (0 <= self.betas[0] < 1 and 0 <= self.betas[1] < 1):
             raise ValueError(f"betas must be in [0, 1), got {self.betas}")
+        if self.end_lr > self.lr:
+            raise ValueError(f"end_lr ({self.end_lr}) must not exceed lr ({self.lr}): the schedule decays to it")
         if self.global_batch % self.micro_batch:
             raise ValueError(f"global_batch ({self.global_batch}) must be a multiple of micro_batch ({self.micro_batch})")
         return self
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "TrainSettings":
-        """Paper presets: ``doit`` (DoIT), ``dmt`` (DMT), ``tiny`` (CPU tests and the laptop default)."""
+        """Paper presets: ``doit`` (DoIT), ``dmt`` (DMT), ``tiny`` (CPU tests and the laptop default).
+
+        An ``lr`` given without ``end_lr`` scales the preset's end lr with it (same end/peak ratio).
+        """
         if name not in PRESETS:
             raise ValueError(f"unknown train settings preset {name!r}; allowed: {', '.join(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
+        base = PRESETS[name]
+        if "lr" in overrides and "end_lr" not in overrides:
+            overrides = {**overrides, "end_lr": base["end_lr"] * overrides["lr"] / base["lr"]}
+        return cls(**{**base, **overrides})
 
     def accum_steps(self, world_size: int) -> int:
         """Micro-batches per rank per optimizer step for ``world_size`` workers."""

@@ -40,6 +40,17 @@ def test_schedules(schedule):
         assert all(a >= b - 1e-12 for a, b in zip(f[10:], f[11:])) and 1e-4 <= f[-1] < 1.2e-4
 
 
+def test_preset_lr_override_scales_the_end_lr_and_never_rises():
+    tiny = TrainSettings.preset("tiny")
+    s = TrainSettings.preset("tiny", lr=5e-5, warmup_ratio=0.0)
+    assert s.end_lr == pytest.approx(5e-5 * tiny.end_lr / tiny.lr)  # the preset's end/peak ratio kept
+    f = [lr_factor(i, 20, s) * s.lr for i in range(20)]
+    assert max(f) == pytest.approx(5e-5) and all(a >= b for a, b in zip(f, f[1:]))
+    assert TrainSettings.preset("tiny", lr=5e-5, end_lr=0.0).end_lr == 0.0  # an explicit end lr is kept
+    with pytest.raises(pydantic.ValidationError, match=r"end_lr \(0.001\) must not exceed lr \(0.0001\)"):
+        TrainSettings(lr=1e-4, end_lr=1e-3)
+
+
 def test_checkpoint_policy():
     ep = CheckpointPolicy(every="epoch")
     assert [s for s in range(1, 10) if ep.is_checkpoint_step(s, 3, 9)] == [3, 6, 9]
