@@ -53,8 +53,13 @@ def status_from_cells(cells: pd.DataFrame, study: str, concurrency: int = 1, now
     mean = float(durations.mean()) if len(durations) else None
     started = cells["started_at"].dropna() if len(cells) else pd.Series(dtype=float)
     elapsed = now - float(started.min()) if len(started) else 0.0
-    remaining = counts.get("pending", 0) + counts.get("running", 0)
-    eta = None if mean is None else remaining * mean / max(1, concurrency)
+    eta = None
+    if mean is not None:  # a running cell needs what is left of a mean cell; a pending one a whole cell
+        running = cells[cells["state"] == "running"]["started_at"].fillna(now) if len(cells) else []
+        left = [max(0.0, mean - (now - float(t))) for t in running]
+        queued = sum(left) + counts.get("pending", 0) * mean
+        whole = mean if counts.get("pending", 0) else 0.0  # a pending cell takes a whole cell, however many slots
+        eta = max(max(left, default=0.0), whole, queued / max(1, concurrency))
     rows = cells[["cell_id", "state", "attempts", "model", "construction", "composition", "volume", "strategy",
                   "replay_frac", "seed", "error"]].to_dict("records") if len(cells) else []
     return StudyStatus(study, len(cells), counts.get("done", 0), counts.get("running", 0),

@@ -154,3 +154,22 @@ def test_model_that_does_not_fit_its_gpus_is_rejected():
                 factors={"model": ["big"]}, training={"preset": "doit"})
     m = err(doc)
     assert "models.big" in m and "does not fit 1 GPUs" in m
+
+
+def test_progress_eta_counts_down_while_a_cell_runs():
+    import pandas as pd
+
+    from doitray.study.progress import status_from_cells
+
+    cols = ["cell_id", "state", "attempts", "model", "construction", "composition", "volume", "strategy",
+            "replay_frac", "seed", "error", "started_at", "finished_at"]
+    rows = [["a", "done", 1, "m", "curated", "balanced", 10, "multitask", 0.0, 0, None, 0.0, 100.0],
+            ["b", "running", 1, "m", "curated", "balanced", 20, "multitask", 0.0, 0, None, 100.0, None],
+            ["c", "pending", 0, "m", "curated", "balanced", 40, "multitask", 0.0, 0, None, None, None]]
+    cells = pd.DataFrame(rows, columns=cols)
+    early, late = (status_from_cells(cells, "s", concurrency=1, now=t) for t in (110.0, 170.0))
+    assert (early.done, early.running, early.pending) == (1, 1, 1)
+    assert early.eta_s == 190.0 and late.eta_s == 130.0  # 90 s of b left + 100 s for c, then 30 + 100
+    assert status_from_cells(cells, "s", concurrency=2, now=170.0).eta_s == 100.0  # c alone on the free slot
+    over = status_from_cells(cells, "s", concurrency=1, now=400.0)
+    assert over.eta_s == 100.0  # an overdue cell counts as nearly done, never negative
