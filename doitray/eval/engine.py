@@ -64,6 +64,10 @@ class EngineOptions:
         unknown = set(opts) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown engine option(s) {sorted(unknown)}; allowed: {sorted(cls.__dataclass_fields__)}")
+        res = opts.get("resources") or {}
+        if not isinstance(res, dict) or not all(isinstance(k, str) and isinstance(v, (int, float)) and v >= 0
+                                                for k, v in res.items()):
+            raise ValueError(f"engine option resources must map resource names to amounts >= 0, got {res!r}")
         return cls(**opts)
 
 

@@ -127,6 +127,14 @@ class EvaluationSpec(_Strict):
     max_new_tokens: int = Field(default=64, ge=1)
     engine: dict[str, Any] = {}
 
+    @field_validator("engine")
+    @classmethod
+    def _engine(cls, v: dict) -> dict:
+        from doitray.eval.engine import EngineOptions  # checked now, not after a cell has trained
+
+        EngineOptions.from_any(v)
+        return v
+
 
 class TierSpec(_Strict):
     """Resources for the cells of one model tier; one Tuner per tier."""

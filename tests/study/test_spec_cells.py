@@ -173,3 +173,11 @@ def test_progress_eta_counts_down_while_a_cell_runs():
     assert status_from_cells(cells, "s", concurrency=2, now=170.0).eta_s == 100.0  # c alone on the free slot
     over = status_from_cells(cells, "s", concurrency=1, now=400.0)
     assert over.eta_s == 100.0  # an overdue cell counts as nearly done, never negative
+
+
+def test_engine_options_are_checked_before_anything_runs():
+    m = err(study(evaluation={"engine": {"sharde": True}}))
+    assert "evaluation.engine" in m and "unknown engine option(s) ['sharde']" in m and "shared" in m
+    m = err(study(evaluation={"engine": {"resources": {"TRAIN_DRIVER": -1}}}))
+    assert "evaluation.engine" in m and "resources must map resource names to amounts >= 0" in m
+    parse_study(study(evaluation={"engine": {"shared": True, "resources": {"TRAIN_DRIVER": 0.01}}}))
