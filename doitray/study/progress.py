@@ -55,7 +55,7 @@ def status_from_cells(cells: pd.DataFrame, study: str, concurrency: int = 1, now
     elapsed = now - float(started.min()) if len(started) else 0.0
     eta = None
     if mean is not None:  # a running cell needs what is left of a mean cell; a pending one a whole cell
-        running = cells[cells["state"] == "running"]["started_at"].fillna(now) if len(cells) else []
+        running = cells.loc[cells["state"] == "running", "started_at"].fillna(now)  # mean implies rows
         left = [max(0.0, mean - (now - float(t))) for t in running]
         queued = sum(left) + counts.get("pending", 0) * mean
         whole = mean if counts.get("pending", 0) else 0.0  # a pending cell takes a whole cell, however many slots
