@@ -107,7 +107,9 @@ def expand_cells(spec: StudySpec) -> list[Cell]:
             "upsample": spec.upsample,
             "training": spec.training,
             "checkpoints": spec.checkpoints.model_dump(),
-            "evaluation": spec.evaluation.model_dump(),
+            # a field added later is left out at its default, so the cells of existing stores keep their ids
+            "evaluation": spec.evaluation.model_dump(exclude={"valid_loss_per_ability"} if
+                                                     spec.evaluation.valid_loss_per_ability is None else None),
         }
         if levels["strategy"] != "multitask" or composition.startswith("ratio:"):
             content["roles"] = spec.roles.model_dump()

@@ -17,7 +17,7 @@ from doitray.study.recipes import stage_recipes
 from doitray.study.spec import training_settings
 from doitray.study.store import ResultsStore, part_key
 
-VALID_PER_ABILITY = 64  # valid-loss rows per ability (enough for a stable loss, cheap to run every epoch)
+VALID_PER_ABILITY = 64  # default valid-loss rows per ability (a stable loss, cheap for tiny models every epoch)
 
 
 def _join(root: str, *parts: str) -> str:
@@ -62,12 +62,14 @@ class CellRun:
         return mix, packed
 
     def valid_data(self):
-        """Packed valid rows of the cell's abilities (up to ``VALID_PER_ABILITY`` each) for valid loss."""
+        """Packed valid rows of the cell's abilities (``evaluation.valid_loss_per_ability`` each, at most) for
+        valid loss."""
         from doitray.data.sampling import available
 
-        part = Part(name="valid-loss", split="valid", abilities=tuple(self.abilities()), per_ability=VALID_PER_ABILITY)
+        per = self.evaluation.get("valid_loss_per_ability") or VALID_PER_ABILITY
+        part = Part(name="valid-loss", split="valid", abilities=tuple(self.abilities()), per_ability=per)
         have = available(self.pool, part)
-        caps = {a: min(VALID_PER_ABILITY, have.get(a, 0)) for a in self.abilities() if have.get(a, 0)}
+        caps = {a: min(per, have.get(a, 0)) for a in self.abilities() if have.get(a, 0)}
         if not caps:
             return None
         recipe = Recipe(parts=(part.model_copy(update={"per_ability": caps, "abilities": tuple(caps)}),), name="valid")

@@ -126,6 +126,8 @@ class EvaluationSpec(_Strict):
     evaluate: Literal["selected", "all", "last"] = "selected"
     max_new_tokens: int = Field(default=64, ge=1)
     engine: dict[str, Any] = {}
+    # valid-loss rows per ability at every checkpoint (None: 64); large models may want fewer
+    valid_loss_per_ability: int | None = Field(default=None, ge=1)
 
     @field_validator("engine")
     @classmethod

@@ -181,3 +181,32 @@ def test_engine_options_are_checked_before_anything_runs():
     m = err(study(evaluation={"engine": {"resources": {"TRAIN_DRIVER": -1}}}))
     assert "evaluation.engine" in m and "resources must map resource names to amounts >= 0" in m
     parse_study(study(evaluation={"engine": {"shared": True, "resources": {"TRAIN_DRIVER": 0.01}}}))
+
+
+def test_valid_loss_rows_per_ability_is_a_study_setting(tmp_path, ray_local):
+    from doitray.study.execution import CellRun
+    from doitray.study.prepare import prepare_study
+    from doitray.study.store import ResultsStore
+    from studykit import tiny_study
+
+    assert "evaluation.valid_loss_per_ability" in err(study(evaluation={"valid_loss_per_ability": 0}))
+    ids = {c.cell_id for c in expand_cells(parse_study(study()))}
+    assert ids == {c.cell_id for c in expand_cells(parse_study(study(evaluation={"valid_loss_per_ability": None})))}
+    assert ids.isdisjoint(c.cell_id for c in expand_cells(parse_study(study(evaluation={"valid_loss_per_ability": 3}))))
+
+    def valid_examples(per_ability):
+        doc = tiny_study(tmp_path / "store")  # 8 valid items per ability
+        if per_ability:
+            doc["evaluation"]["valid_loss_per_ability"] = per_ability
+        spec = parse_study(doc)
+        store = ResultsStore(spec.storage)
+        cell = expand_cells(spec)[0]
+        run = CellRun({"cell_id": cell.cell_id, "content": cell.content, "shared": prepare_study(spec, store)}, store)
+        with_valid = len(set(run.abilities()) & set(run.pool.abilities(split="valid")))
+        v = run.valid_data()
+        return v.n_examples + v.n_dropped, with_valid  # dropped: longer than the cell's seq_len
+
+    n3, k = valid_examples(3)
+    assert k > 0 and n3 == 3 * k
+    n_default, _ = valid_examples(None)
+    assert n_default == 8 * k  # the default (64) takes every one of the 8
