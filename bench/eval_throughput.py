@@ -181,7 +181,7 @@ def main() -> int:
             if proc.returncode:
                 sys.stderr.write(proc.stderr[-4000:])
                 raise SystemExit(f"{name} failed (exit {proc.returncode})")
-            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            r = json.loads([x for x in proc.stdout.splitlines() if x.startswith('{"tokens"')][-1])
             n, dt = r["tokens"], r["seconds"]
             res[name] = {"tokens": n, "seconds": dt, "tokens_per_s": n / dt}
             print(f"[{name}] {n} tokens in {dt:.2f}s = {n / dt:.1f} tok/s", file=sys.stderr, flush=True)
