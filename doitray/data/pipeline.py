@@ -141,12 +141,11 @@ def _look_up(mixture_path: str, pretokenized: str) -> pa.Table | None:
 
     mix = pq.read_table(mixture_path)
     mix = mix.select([c for c in ("part", "ability", "order_key", "id") if c in mix.column_names])
-    tok = pq.read_table(pretokenized)
-    pos = {rid: i for i, rid in enumerate(tok["id"].to_pylist())}
-    base = pc.replace_substring_regex(mix["id"], pattern=r"#r\d+$", replacement="").to_pylist()
-    if any(b not in pos for b in base):
+    base = pc.replace_substring_regex(mix["id"], pattern=r"#r\d+$", replacement="")
+    idx = pc.index_in(base, value_set=pq.read_table(pretokenized, columns=["id"])["id"])
+    if idx.null_count:
         return None
-    rows = tok.take(pa.array([pos[b] for b in base], pa.int64()))
+    rows = pq.read_table(pretokenized, columns=["input_ids", "labels"], memory_map=True).take(idx)
     return mix.append_column("input_ids", rows["input_ids"]).append_column("labels", rows["labels"])
 
 
