@@ -190,7 +190,9 @@ def test_valid_loss_rows_per_ability_is_a_study_setting(tmp_path, ray_local):
     from studykit import tiny_study
 
     assert "evaluation.valid_loss_per_ability" in err(study(evaluation={"valid_loss_per_ability": 0}))
-    ids = {c.cell_id for c in expand_cells(parse_study(study()))}
+    cells = expand_cells(parse_study(study()))
+    assert all("valid_loss_per_ability" not in c.content["evaluation"] for c in cells)  # older stores' ids hold
+    ids = {c.cell_id for c in cells}
     assert ids == {c.cell_id for c in expand_cells(parse_study(study(evaluation={"valid_loss_per_ability": None})))}
     assert ids.isdisjoint(c.cell_id for c in expand_cells(parse_study(study(evaluation={"valid_loss_per_ability": 3}))))
 
