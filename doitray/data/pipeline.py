@@ -142,10 +142,11 @@ def _look_up(mixture_path: str, pretokenized: str) -> pa.Table | None:
     mix = pq.read_table(mixture_path)
     mix = mix.select([c for c in ("part", "ability", "order_key", "id") if c in mix.column_names])
     base = pc.replace_substring_regex(mix["id"], pattern=r"#r\d+$", replacement="")
-    idx = pc.index_in(base, value_set=pq.read_table(pretokenized, columns=["id"])["id"])
+    tok = pq.read_table(pretokenized, columns=["id", "input_ids", "labels"], memory_map=True)
+    idx = pc.index_in(base, value_set=tok["id"])
     if idx.null_count:
         return None
-    rows = pq.read_table(pretokenized, columns=["input_ids", "labels"], memory_map=True).take(idx)
+    rows = tok.take(idx)
     return mix.append_column("input_ids", rows["input_ids"]).append_column("labels", rows["labels"])
 
 
