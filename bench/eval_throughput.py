@@ -164,6 +164,8 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--path", choices=PATHS, help=argparse.SUPPRESS)  # internal: time one path in this process
     args = ap.parse_args()
+    if args.preset and args.model and not args.path:
+        ap.error("give --preset (a random model of that shape) or --model (a checkpoint), not both")
     if args.path:
         n, dt = run_path(args.path, args)
         print(json.dumps({"tokens": n, "seconds": dt}))
