@@ -27,10 +27,10 @@ def main() -> int:
 
     import ray
 
-    from doitray.job import connect_ray
+    from doitray.cli.job import connect_ray
     from doitray.study.runner import cell_need, run_study, tier_concurrency
     from doitray.study.spec import load_study
-    from doitray.study.store import ResultsStore
+    from doitray.store import ResultsStore
 
     storage = args.storage or tempfile.mkdtemp(prefix="doitray-grid-bench-")
     spec = load_study(args.study, overrides={"storage": storage})

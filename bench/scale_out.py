@@ -78,10 +78,10 @@ def child(nodes: int, storage: Path, out: Path, cells: int, steps: int, concurre
     os.environ.update(ENV)  # inherited by every node's processes
     os.environ.pop("RAY_ADDRESS", None)
     sys.path.insert(0, str(REPO))
-    from doitray.study.local_cluster import LocalCluster
+    from doitray.cluster.local import LocalCluster
     from doitray.study.runner import run_study
     from doitray.study.spec import parse_study
-    from doitray.study.store import ResultsStore
+    from doitray.store import ResultsStore
 
     conc = nodes if concurrency == "nodes" else (int(concurrency) if concurrency.isdigit() else concurrency)
     cl = LocalCluster(nodes, head_cpus=head_cpus(cells, concurrency), cell_resource=CELL)

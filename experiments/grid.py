@@ -15,7 +15,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from doitray.console import CommandError  # noqa: E402
-from doitray.job import main_run  # noqa: E402
+from doitray.cli.job import main_run  # noqa: E402
 from doitray.study.spec import StudyFileError, load_study  # noqa: E402
 
 DEFAULT_STUDY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "studies", "default.yaml")

@@ -55,7 +55,7 @@ def k_sweep_tables(sweeps: dict[str, dict[float, tuple[float, float, float]]] | 
 
 def write_k_sweep_store(root: str, sweeps: dict | None = None) -> str:
     """Write the published k sweep as a results store at ``root`` (for the report and its tests)."""
-    from doitray.study.store import ResultsStore
+    from doitray.store import ResultsStore
 
     store = ResultsStore(root)
     cells, ckpts, scores = k_sweep_tables(sweeps)

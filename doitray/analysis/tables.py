@@ -39,7 +39,7 @@ class Results:
 
 def load_results(root: str, with_predictions: bool = True) -> Results:
     """Read every table of the results store at ``root`` (local path or ``s3://`` / ``gs://`` URI)."""
-    from doitray.study.store import ResultsStore
+    from doitray.store import ResultsStore
 
     store = ResultsStore(root)
     return Results(

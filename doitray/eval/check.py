@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from doitray.eval import sandbox
 from doitray.eval.programs import build_program, reference_completion
-from doitray.eval.runner import Item, plan
+from doitray.eval.runner import Item, items_of
 from doitray.eval.scorers import ModelOutput, score_item
 from doitray.eval.suites import Suite
 from doitray.records import gold_text, validate_record
@@ -40,7 +40,7 @@ def gold_output(it: Item) -> tuple[ModelOutput | None, str | None]:
 
 def check_suites(suites: list[Suite], *, workers: int = 2, limits: sandbox.Limits | None = None) -> dict:
     """Per suite and group: n, correct, skipped, accuracy, and every failure with its reason."""
-    items = plan(suites)
+    items = items_of(suites)
     outs: list[ModelOutput | None] = []
     reasons: list[str | None] = []
     for it in items:

@@ -54,7 +54,8 @@ class JudgeConfig:
     engine_options: dict = field(default_factory=dict)
 
 
-def plan(suites: list[Suite]) -> list[Item]:
+def items_of(suites: list[Suite]) -> list[Item]:
+    """Every item of ``suites`` with its metric and report group."""
     return [Item(s, r, item_metric(r), s.group_of(r)) for s in suites for r in s.records]
 
 
@@ -227,7 +228,7 @@ def evaluate_checkpoint(hf_dir: str, suites: list[Suite], *, template: Any, cell
 
     tok = AutoTokenizer.from_pretrained(hf_dir)
     tmpl = for_tokenizer(get_template(template) if isinstance(template, str) else template, tok)
-    items = plan(suites)
+    items = items_of(suites)
     if engine is not None:
         outs = infer(items, engine, tok, tmpl, samples=samples, seed=seed)
     else:

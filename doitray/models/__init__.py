@@ -1,1 +1,1 @@
-"""Models: presets (``presets``), the FSDP2 memory planner (``planner``), loading (``loading``), ``doitray plan``."""
+"""Models: presets (``presets``), the FSDP2 memory planner (``memory``), loading (``loading``), ``doitray plan``."""

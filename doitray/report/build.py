@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import html
 import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -12,6 +13,7 @@ from doitray.analysis import Analysis, analyze, load_results
 from doitray.analysis.sensitivity import DEFAULT_TAU, RESPONSIVE_RULE, reference_construction
 from doitray.analysis.tables import ability_panels, model_order
 from doitray.console import table as text_table
+from doitray.store import ResultsStore
 from doitray.report import figures_curves as fc
 from doitray.report import figures_study as fs
 from doitray.report.html import figure_html, page, table_html
@@ -195,3 +197,18 @@ def build_report(study_root: str, out_path: str | None = None, smooth_sigma: flo
     return ReportInfo(path=os.path.abspath(out_path), study=an.results.name, figures=[f.key for f in figs],
                       cells_total=c["total"], cells_done=c["done"], partial=c["partial"],
                       missing=[f"{m['label']} [{m['state']}]" for m in c["missing"]], bytes=len(doc.encode("utf-8")))
+
+
+def write_report(root: str) -> str:
+    """Build the study's HTML report into ``<root>/report.html`` (uploaded when the storage is remote)."""
+    if "://" not in root:
+        path = os.path.join(root, "report.html")
+        build_report(root, path)
+        return os.path.abspath(path)
+    store = ResultsStore(root)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, "report.html")
+        build_report(root, local)
+        with open(local, "rb") as src, store.fs.open_output_stream(store.path("report.html")) as dst:
+            dst.write(src.read())
+    return f"{root.rstrip('/')}/report.html"

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from doitray.study.spec import StudySpec, TierSpec
+from doitray.train.settings import CheckpointPolicy
 
 QUANTITY_FACTORS = ("volume", "per_ability", "frac")
 FIXED_SIZE_COMPOSITIONS = ("reconstruct", "maximum", "all")
@@ -68,6 +69,22 @@ def _normalise(levels: dict[str, Any]) -> dict[str, Any]:
     return lv
 
 
+def _checkpoints_content(policy: CheckpointPolicy) -> dict[str, Any]:
+    """The checkpoint cadence as cell content: ``num_to_keep`` is None unless the study file sets it (as
+    before the study and Train shared one policy model, so existing cell ids stand)."""
+    kept = policy.num_to_keep if "num_to_keep" in policy.model_fields_set else None
+    return {"every": policy.every, "every_n_steps": policy.every_n_steps, "num_to_keep": kept}
+
+
+def checkpoint_policy(content: dict[str, Any]) -> CheckpointPolicy:
+    """The Train checkpoint policy of a cell: its cadence, and exports of every checkpoint that may be
+    selected or evaluated (only the last one when the study keeps the last)."""
+    ev, ck = content["evaluation"], content["checkpoints"]
+    export = "all" if ev["evaluate"] == "all" or ev["select"] in ("valid_avg", "valid_loss") else "last"
+    return CheckpointPolicy(every=ck["every"], every_n_steps=ck.get("every_n_steps"),
+                            num_to_keep=ck.get("num_to_keep") or 2, export=export)
+
+
 def _excluded(levels: dict[str, Any], rules: list[dict[str, Any]]) -> bool:
     def match(v: Any, want: Any) -> bool:
         return v in want if isinstance(want, list) else v == want
@@ -106,7 +123,7 @@ def expand_cells(spec: StudySpec) -> list[Cell]:
             "tokenizer": spec.tokenizer.model_dump(),
             "upsample": spec.upsample,
             "training": spec.training,
-            "checkpoints": spec.checkpoints.model_dump(),
+            "checkpoints": _checkpoints_content(spec.checkpoints),
             # a field added later is left out at its default, so the cells of existing stores keep their ids
             "evaluation": spec.evaluation.model_dump(exclude={"valid_loss_per_ability"} if
                                                      spec.evaluation.valid_loss_per_ability is None else None),

@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 
-from doitray.study.cells import Cell, expand_cells
-from doitray.study.recipes import stage_recipes
-from doitray.study.spec import StudyFileError, StudySpec, training_settings
+from doitray.models.params import model_params
+from doitray.study.cells import expand_cells
+from doitray.study.prepare import cache_dir, stage_quotas, study_pool
+from doitray.study.spec import StudySpec, memory_fit, training_settings
 
 A100_BF16_FLOPS = 312e12
 ASSUMED_MFU = 0.40
@@ -77,56 +78,6 @@ def _si(n: float | None) -> str:
     return str(int(n))
 
 
-def stage_quotas(content: dict, pool) -> list[tuple[str, dict[str, int]]]:
-    """Examples per ability for each stage of a cell (raises ValueError when the pool is short)."""
-    from doitray.data.sampling import available
-
-    out = []
-    for name, recipe in stage_recipes(content):
-        q: dict[str, int] = {}
-        for part in recipe.parts:
-            for a, n in part.quotas(available(pool, part)).items():
-                q[a] = q.get(a, 0) + n
-        out.append((name, q))
-    return out
-
-
-def check_against_pool(spec: StudySpec, pool, cells: list[Cell] | None = None) -> None:
-    """Reject the study before anything runs when a cell asks for more than the pool holds."""
-    problems = []
-    for c in cells or expand_cells(spec):
-        try:
-            stage_quotas(c.content, pool)
-        except ValueError as e:
-            problems.append(f"cell {c.cell_id} ({c.label()}): {e}")
-    if problems:
-        raise StudyFileError("the data cannot supply these cells (set upsample: true to repeat rows, or change "
-                             "the levels):\n  " + "\n  ".join(problems[:20]))
-
-
-def model_params(level: dict) -> int | None:
-    """Parameter count of a model level: from its preset, else from a local config.json."""
-    from doitray.models.presets import get_preset, param_counts
-
-    if level.get("preset"):
-        try:
-            return param_counts(get_preset(level["preset"]))["total"]
-        except ValueError:
-            pass
-    path = level.get("path")
-    if path and os.path.isfile(os.path.join(path, "config.json")):
-        import json
-
-        cfg = json.load(open(os.path.join(path, "config.json")))
-        h, layers, inter, vocab = (cfg.get(k) for k in ("hidden_size", "num_hidden_layers", "intermediate_size",
-                                                        "vocab_size"))
-        if all((h, layers, inter, vocab)):
-            return int(2 * vocab * h + layers * (4 * h * h + 3 * h * inter + 2 * h) + h)
-    if level.get("gguf") == "smollm2":
-        return param_counts(get_preset("smollm2-135m"))["total"]
-    return None
-
-
 def _tokens_per_example(spec: StudySpec, pool) -> tuple[dict[str, float], str]:
     from doitray.data.sources import load_records
 
@@ -155,13 +106,10 @@ def _tokens_per_example(spec: StudySpec, pool) -> tuple[dict[str, float], str]:
 
 def plan_study(spec: StudySpec, *, with_data: bool = True) -> StudyPlan:
     """The study's plan; with data, the pool is read (cached) and every cell checked against it."""
-    from doitray.models.planner import plan as memory_plan
-    from doitray.models.presets import get_preset
     cells = expand_cells(spec)
     pool, per_tok, source, problems = None, {}, "not computed (--no-data)", []
     if with_data:
-        from doitray.study.prepare import cache_dir, study_pool
-        from doitray.study.store import ResultsStore
+        from doitray.store import ResultsStore
 
         pool = study_pool(spec, cache_dir(spec, ResultsStore(spec.storage)))
         per_tok, source = _tokens_per_example(spec, pool)
@@ -182,16 +130,12 @@ def plan_study(spec: StudySpec, *, with_data: bool = True) -> StudyPlan:
                 problems.append(f"cell {c.cell_id} ({c.label()}): {e}")
         flops = 6.0 * (params or 0) * tokens
         fits = min_gpus = None
-        tier = spec.resources[c.tier]
-        if tier.gpus_per_worker and c.content["model"].get("preset"):
-            workers = tier.workers if isinstance(tier.workers, int) else tier.workers[1]
-            mp = memory_plan(get_preset(c.content["model"]["preset"]), gpus=workers * tier.gpus_per_worker,
-                             gpu_mem_gib=tier.gpu_mem_gb, seq_len=settings.seq_len, micro_batch=settings.micro_batch,
-                             activation_checkpointing=settings.activation_checkpointing)
+        mp = memory_fit(spec.models[c.levels["model"]], spec.resources[c.tier], settings)
+        if mp is not None:
             fits, min_gpus = mp.fits, mp.min_gpus
             if not fits:
-                problems.append(f"cell {c.cell_id} ({c.label()}): model does not fit {workers * tier.gpus_per_worker} "
-                                f"GPUs of {tier.gpu_mem_gb:g} GB (needs {min_gpus})")
+                problems.append(f"cell {c.cell_id} ({c.label()}): model does not fit {mp.gpus} GPUs of "
+                                f"{mp.gpu_mem_gib:g} GB (needs {min_gpus})")
         rows.append(CellPlan(c.cell_id, c.label(), c.tier, params, stages, n_ex, int(tokens), flops,
                              flops / (A100_BF16_FLOPS * ASSUMED_MFU) / 3600.0, fits, min_gpus))
     return StudyPlan(spec.name, spec.storage, rows, source, problems)

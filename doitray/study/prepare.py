@@ -15,7 +15,9 @@ from doitray.data.sources import Pool, SourceSpec, load_pool, load_records
 from doitray.data.templates import get_template
 from doitray.data.tokenizer import cached_tokenizer
 from doitray.study.spec import StudyFileError, StudySpec
-from doitray.study.store import ResultsStore
+from doitray.store import ResultsStore
+from doitray.study.cells import Cell, expand_cells
+from doitray.study.stages import stage_recipes
 
 
 def cache_dir(spec: StudySpec, store: ResultsStore) -> str:
@@ -69,8 +71,6 @@ def prepare_study(spec: StudySpec, store: ResultsStore) -> dict:
     cache = cache_dir(spec, store)
     os.makedirs(cache, exist_ok=True)
     pool = study_pool(spec, cache)
-    from doitray.study.plan import check_against_pool
-
     check_against_pool(spec, pool)
     from doitray.data.pipeline import tokenize_records
 
@@ -78,3 +78,30 @@ def prepare_study(spec: StudySpec, store: ResultsStore) -> dict:
     return {"pool": os.path.dirname(pool.path) if pool.path.endswith(".parquet") else pool.path,
             "tokenizer": tokenizer, "tokens": tokenize_records(pool.path, tokenizer, spec.template, cache),
             "cache": cache}
+
+
+def stage_quotas(content: dict, pool) -> list[tuple[str, dict[str, int]]]:
+    """Examples per ability for each stage of a cell (raises ValueError when the pool is short)."""
+    from doitray.data.sampling import available
+
+    out = []
+    for name, recipe in stage_recipes(content):
+        q: dict[str, int] = {}
+        for part in recipe.parts:
+            for a, n in part.quotas(available(pool, part)).items():
+                q[a] = q.get(a, 0) + n
+        out.append((name, q))
+    return out
+
+
+def check_against_pool(spec: StudySpec, pool, cells: list[Cell] | None = None) -> None:
+    """Reject the study before anything runs when a cell asks for more than the pool holds."""
+    problems = []
+    for c in cells or expand_cells(spec):
+        try:
+            stage_quotas(c.content, pool)
+        except ValueError as e:
+            problems.append(f"cell {c.cell_id} ({c.label()}): {e}")
+    if problems:
+        raise StudyFileError("the data cannot supply these cells (set upsample: true to repeat rows, or change "
+                             "the levels):\n  " + "\n  ".join(problems[:20]))

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
-from doitray.study.store import ResultsStore
+from doitray.store import ResultsStore
 
 
 @dataclass

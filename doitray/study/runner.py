@@ -1,6 +1,6 @@
 """Run a study on Ray Tune: one Tuner per resource tier, one trial per cell.
 
-Each trial is ``doitray.study.trial.run_cell`` (a function that drives the cell's TorchTrainer runs and
+Each trial is ``doitray.study.cell.run_cell`` (a function that drives the cell's TorchTrainer runs and
 its evaluation; Train V2 pattern). Resume is driven by the results store, not by Tune's experiment
 state: a re-run skips cells already ``done``, re-runs interrupted ones (their Train runs resume from
 the latest checkpoint because run names are content hashes, and scored checkpoints are skipped), and
@@ -20,8 +20,8 @@ from doitray.study.cells import Cell, cells_by_tier, expand_cells
 from doitray.study.prepare import prepare_study
 from doitray.study.progress import ProgressCallback, study_status
 from doitray.study.spec import StudySpec, TierSpec
-from doitray.study.store import ResultsStore
-from doitray.study.trial import cell_row, run_cell
+from doitray.store import ResultsStore
+from doitray.study.cell import cell_row, run_cell
 
 DRIVER_SHARE = 0.01  # of the driver resource, per trial: many trial drivers fit on one safe node
 
@@ -131,7 +131,7 @@ def _trial_config(spec: StudySpec, store: ResultsStore, cell: Cell, shared: dict
 
 def _materialize(spec: StudySpec, store: ResultsStore, cells: list[Cell], shared: dict) -> None:
     """Every pending cell's data, sampled and packed on the driver (cells then find it in the cache)."""
-    from doitray.study.execution import CellRun
+    from doitray.study.cell import CellRun
 
     t0 = time.time()
     for c in cells:

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from doitray import abilities
+from doitray.train.settings import CheckpointPolicy
 
 STRATEGIES = ("multitask", "sequential", "mixed_sequential", "dmt")
 CONSTRUCTIONS = ("curated", "synthetic", "mix")
@@ -114,12 +115,6 @@ class StrategyRoles(_Strict):
     order: list[str] | None = None  # sequential: specialist order (default: as listed)
 
 
-class CheckpointSpec(_Strict):
-    every: Literal["epoch", "steps", "last"] = "epoch"
-    every_n_steps: int | None = Field(default=None, ge=1)
-    num_to_keep: int | None = Field(default=None, ge=1)
-
-
 class EvaluationSpec(_Strict):
     suites: list[dict[str, Any]] = []
     select: Literal["valid_avg", "valid_loss", "last"] = "valid_loss"
@@ -177,7 +172,7 @@ class StudySpec(_Strict):
     recipes: dict[str, dict[str, Any]] = {}  # named recipes for composition "recipe:<name>"
     upsample: bool = False
     training: dict[str, Any] = {"preset": "tiny"}
-    checkpoints: CheckpointSpec = CheckpointSpec()
+    checkpoints: CheckpointPolicy = CheckpointPolicy()  # export is decided by evaluation (cells.checkpoint_policy)
     evaluation: EvaluationSpec = EvaluationSpec()
     resources: dict[str, TierSpec] = {"default": TierSpec()}
     # auto: as many cells at once as the cluster holds now; elastic: every cell's trial starts and its Train
@@ -236,6 +231,9 @@ class StudySpec(_Strict):
             if not paths:
                 raise ValueError("tokenizer: give tokenizer.path, tokenizer.train_vocab_size, or a model with "
                                  "a path/gguf whose tokenizer is used")
+        if "export" in self.checkpoints.model_fields_set:
+            raise ValueError("checkpoints.export is not a study setting: evaluation.select and evaluation.evaluate "
+                             "decide which checkpoints are exported")
         settings = training_settings(self.training, error=ValueError)
         self._check_memory(settings)
         from doitray.data.recipes import Recipe
@@ -252,22 +250,31 @@ class StudySpec(_Strict):
         return self
 
 
-def _fits(spec: "StudySpec", settings) -> None:
-    from doitray.models.planner import plan
+def memory_fit(level: ModelLevel, tier: TierSpec, settings):
+    """The memory plan of ``level`` on ``tier`` (None when it has no GPUs or no preset to size).
+
+    The one fit check: a tier's smallest worker count is the worst case under FSDP (the fewest shards),
+    so an elastic ``[min, max]`` tier must fit at ``min``.
+    """
+    from doitray.models.memory import memory_plan
     from doitray.models.presets import get_preset
 
+    if not (tier.gpus_per_worker and level.preset):
+        return None
+    workers = tier.workers if isinstance(tier.workers, int) else tier.workers[0]
+    return memory_plan(get_preset(level.preset), gpus=workers * tier.gpus_per_worker, gpu_mem_gib=tier.gpu_mem_gb,
+                       seq_len=settings.seq_len, micro_batch=settings.micro_batch,
+                       activation_checkpointing=settings.activation_checkpointing)
+
+
+def _fits(spec: "StudySpec", settings) -> None:
     for name, lvl in spec.models.items():
         tier = spec.resources[lvl.tier]
-        if not (tier.gpus_per_worker and lvl.preset):
-            continue
-        workers = tier.workers if isinstance(tier.workers, int) else tier.workers[0]
-        gpus = workers * tier.gpus_per_worker
-        mp = plan(get_preset(lvl.preset), gpus=gpus, gpu_mem_gib=tier.gpu_mem_gb, seq_len=settings.seq_len,
-                  micro_batch=settings.micro_batch, activation_checkpointing=settings.activation_checkpointing)
-        if not mp.fits:
+        mp = memory_fit(lvl, tier, settings)
+        if mp is not None and not mp.fits:
             need = f"needs {mp.min_gpus} GPUs" if mp.min_gpus else "does not fit at any GPU count"
-            raise ValueError(f"models.{name}: {lvl.preset} does not fit {gpus} GPUs of {tier.gpu_mem_gb:g} GB under "
-                             f"FSDP2 at seq {settings.seq_len}, micro-batch {settings.micro_batch} ({need}; "
+            raise ValueError(f"models.{name}: {lvl.preset} does not fit {mp.gpus} GPUs of {tier.gpu_mem_gb:g} GB "
+                             f"under FSDP2 at seq {settings.seq_len}, micro-batch {settings.micro_batch} ({need}; "
                              f"see `doitray plan {lvl.preset}`)")
 
 

@@ -113,7 +113,7 @@ def test_recipe_deltas_against_largest_balanced(row):
 def test_study_supplied_features_are_used(tmp_path):
     import json
 
-    from doitray.study.store import ResultsStore
+    from doitray.store import ResultsStore
 
     write_k_sweep_store(str(tmp_path))
     store = ResultsStore(str(tmp_path))

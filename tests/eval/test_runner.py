@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from doitray.eval.runner import plan, score
+from doitray.eval.runner import items_of, score
 from doitray.eval.scorers import ModelOutput
 from doitray.eval.stats import bootstrap_ci, select_checkpoint
 from doitray.eval.suites import from_records
@@ -24,7 +24,7 @@ def mc(i, ability, gold):
 def test_score_rows_true_mean_chance_ci_and_overall():
     recs = [mc(i, "biology", "A") for i in range(4)] + [mc(i, "reasoning", "B") for i in range(2)]
     suite = from_records("doit", recs, "valid")
-    items = plan([suite])
+    items = items_of([suite])
     outs = [ModelOutput(text=t) for t in ["A", "A", "A", "C", "B", None]]
     outs[-1].error = "engine: timeout"
     res = score(items, outs, cell_id="c1", checkpoint="ck1", stage=1, step=10, epoch=2.0, seed=3)

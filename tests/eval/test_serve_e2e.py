@@ -42,7 +42,7 @@ def served(ray_local, tiny_checkpoint):
 def test_evaluate_store_and_resume(served, tiny_checkpoint, tmp_path):
     from doitray.eval.runner import evaluate_and_store
     from doitray.eval.suites import from_records
-    from doitray.study.store import SCHEMAS, ResultsStore
+    from doitray.store import SCHEMAS, ResultsStore
 
     suite = from_records("small", small_suite_records(), "test", max_tokens=8)
     store = ResultsStore(str(tmp_path / "study"))
@@ -115,12 +115,12 @@ def test_judge_plumbing_records_the_judge(served, tiny_checkpoint):
     import contextlib
 
     from doitray.data.templates import get_template
-    from doitray.eval.runner import JudgeConfig, infer, plan, run_judge, score
+    from doitray.eval.runner import JudgeConfig, infer, items_of, run_judge, score
     from doitray.eval.suites import from_records
     from transformers import AutoTokenizer
 
     recs = [_r(i, "general", f"Say something about {i}.", "ok") for i in range(2)]
-    items = plan([from_records("mt", recs, "test", max_tokens=8)])
+    items = items_of([from_records("mt", recs, "test", max_tokens=8)])
     tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
     outs = infer(items, served, tok, get_template("doit"))
     assert all(o.text is not None for o in outs)

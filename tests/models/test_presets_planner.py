@@ -4,7 +4,7 @@ import json
 import pytest
 
 from doitray.cli import main
-from doitray.models.planner import GIB, plan
+from doitray.models.memory import GIB, memory_plan
 from doitray.models.presets import BACKBONES, PRESETS, TINY, get_preset, hf_config, param_counts
 
 
@@ -44,19 +44,19 @@ def test_unknown_preset_names_allowed_values():
 
 def test_planner_scales_with_gpus_and_ac():
     p = get_preset("llama-7b")
-    one, eight = plan(p, gpus=1), plan(p, gpus=8)
+    one, eight = memory_plan(p, gpus=1), memory_plan(p, gpus=8)
     assert eight.param_bytes < one.param_bytes and eight.optimizer_bytes * 8 == pytest.approx(one.optimizer_bytes, rel=1e-6)
     assert one.optimizer_bytes == pytest.approx(8 * one.params, rel=1e-6)       # Adam m + v in fp32
     assert not one.fits and eight.fits and 1 < one.min_gpus <= 8
-    ac = plan(p, gpus=8, activation_checkpointing=True)
+    ac = memory_plan(p, gpus=8, activation_checkpointing=True)
     assert ac.activation_bytes < eight.activation_bytes / 4
-    long = plan(p, gpus=8, seq_len=4096, micro_batch=4)
+    long = memory_plan(p, gpus=8, seq_len=4096, micro_batch=4)
     assert long.activation_bytes > 6 * eight.activation_bytes
-    assert plan(get_preset("llama-33b"), gpus=8).min_gpus > plan(p, gpus=8).min_gpus
+    assert memory_plan(get_preset("llama-33b"), gpus=8).min_gpus > memory_plan(p, gpus=8).min_gpus
 
 
 def test_planner_never_fits_small_gpu():
-    pl = plan(get_preset("llama-33b"), gpus=1, gpu_mem_gib=4, seq_len=2048, micro_batch=8)
+    pl = memory_plan(get_preset("llama-33b"), gpus=1, gpu_mem_gib=4, seq_len=2048, micro_batch=8)
     assert pl.min_gpus is None and not pl.fits
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from doitray.abilities import DOIT_ABILITIES, get
-from doitray.study.store import ResultsStore
+from doitray.store import ResultsStore
 
 MODELS = (("tiny-s", 5_000_000), ("tiny-m", 20_000_000))
 CONSTRUCTIONS = ("curated", "synthetic")

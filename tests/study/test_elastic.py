@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:  # imported in run_scenario, once the child has the repository on sys.path
-    from doitray.study.local_cluster import LocalCluster
+    from doitray.cluster.local import LocalCluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.elastic]
 
@@ -187,7 +187,7 @@ def run_scenario(name: str, storage: Path, out: Path) -> None:
     os.environ.update(ENV)  # inherited by every node's processes; RAY_TRAIN_* reach the Train controllers
     os.environ.pop("RAY_ADDRESS", None)
     sys.path.insert(0, str(REPO))
-    from doitray.study.local_cluster import LocalCluster
+    from doitray.cluster.local import LocalCluster
     from doitray.study.runner import run_study
     from doitray.study.spec import parse_study
 
@@ -241,7 +241,7 @@ def _concurrency(ev: dict, t0: float, t1: float) -> int:
 
 
 def _all_done(storage: Path, n: int) -> None:
-    from doitray.study.store import ResultsStore
+    from doitray.store import ResultsStore
 
     store = ResultsStore(str(storage))
     cells = store.read("cells")

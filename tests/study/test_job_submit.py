@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from doitray.study.store import ResultsStore
+from doitray.store import ResultsStore
 
 from studykit import REPO, child_env, free_port
 

@@ -184,9 +184,9 @@ def test_engine_options_are_checked_before_anything_runs():
 
 
 def test_valid_loss_rows_per_ability_is_a_study_setting(tmp_path, ray_local):
-    from doitray.study.execution import CellRun
+    from doitray.study.cell import CellRun
     from doitray.study.prepare import prepare_study
-    from doitray.study.store import ResultsStore
+    from doitray.store import ResultsStore
     from studykit import tiny_study
 
     assert "evaluation.valid_loss_per_ability" in err(study(evaluation={"valid_loss_per_ability": 0}))

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from doitray.study.store import ResultsStore
+from doitray.store import ResultsStore
 
 from studykit import child_env, grid_cmd
 

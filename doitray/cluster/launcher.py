@@ -15,7 +15,7 @@ import os
 import re
 from typing import Any, Iterator
 
-from doitray.study.cluster_issues import DRIVER_RESOURCE, Issue, _issue, _p, _placeholder_warning, _version
+from doitray.cluster.issues import DRIVER_RESOURCE, Issue, _issue, _p, _placeholder_warning, _version
 
 
 def _ray_schema() -> dict:

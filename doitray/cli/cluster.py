@@ -8,7 +8,7 @@ from pathlib import Path
 from doitray.console import CommandError, add_json_flag, emit
 
 
-def register_cluster(sub) -> None:
+def register(sub) -> None:
     """Add ``doitray cluster validate`` to the top-level subparsers."""
     p = sub.add_parser("cluster", help="cluster definitions (Ray cluster launcher, KubeRay)")
     csub = p.add_subparsers(dest="cluster_command", required=True, metavar="SUBCOMMAND")
@@ -57,7 +57,7 @@ def _text(reports: list) -> str:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from doitray.study.cluster import CrdNotFoundError, validate_file
+    from doitray.cluster.validate import CrdNotFoundError, validate_file
 
     if args.crd_dir and not Path(args.crd_dir).is_dir():
         raise CommandError(f"--crd-dir {args.crd_dir}: no such folder")

@@ -1,21 +1,27 @@
-"""What one cell does: its stages' data and Train runs, then the evaluation of its checkpoints.
+"""One cell as a Ray Tune trial: its stages' data and Train runs, checkpoint selection, evaluation, store.
 
-Runs inside the cell's Tune trial (``doitray.study.trial.run_cell``). Results are written to the store
-as they are produced: checkpoints and training metrics after each stage, predictions and scores after
-each (checkpoint, suite), so an interruption loses at most the step in flight.
+``run_cell`` is the trial function; ``CellRun`` does the work. Results are written to the store as they
+are produced: checkpoints and training metrics after each stage, predictions and scores after each
+(checkpoint, suite), so an interruption loses at most the step in flight. Every step is idempotent and
+keyed by content: mixtures and packed data are cached by key, each stage's Train run is named by its
+stage key (Train V2 resumes it from its latest checkpoint; a completed stage returns its recorded
+result), and a (checkpoint, suite) already scored is skipped.
 """
 from __future__ import annotations
 
 import json
 import os
 import time
+import traceback
 from typing import Any
 
 from doitray.data.recipes import Part, Recipe
 from doitray.data.sources import Pool, load_records
-from doitray.study.recipes import stage_recipes
+from doitray.models.params import model_params
+from doitray.store import ResultsStore, part_key
+from doitray.study.cells import Cell, checkpoint_policy
+from doitray.study.stages import stage_recipes
 from doitray.study.spec import training_settings
-from doitray.study.store import ResultsStore, part_key
 
 VALID_PER_ABILITY = 64  # default valid-loss rows per ability (a stable loss, cheap for tiny models every epoch)
 
@@ -97,15 +103,6 @@ class CellRun:
         per.update(r.get("worker_resources") or {})  # e.g. a node-type resource keeping cells off the head
         return {"num_workers": workers, "resources_per_worker": per, "use_gpu": bool(r["gpus_per_worker"])}
 
-    def _policy(self):
-        from doitray.train.settings import CheckpointPolicy
-
-        ev = self.evaluation
-        export = "all" if ev["evaluate"] == "all" or ev["select"] in ("valid_avg", "valid_loss") else "last"
-        ck = self.content["checkpoints"]
-        return CheckpointPolicy(every=ck["every"], every_n_steps=ck.get("every_n_steps"),
-                                num_to_keep=ck.get("num_to_keep") or 2, export=export)
-
     def train(self) -> tuple[list[tuple[int, Any]], int, dict[str, int]]:
         """Run every stage; returns [(stage index, StageResult)], training tokens, examples per ability."""
         from doitray.train.stage import StageSpec, run_stage, stage_key
@@ -117,7 +114,7 @@ class CellRun:
             mix, packed = self._timed("data_s", self._packed, recipe)
             spec = StageSpec(name=name, tokenizer_dir=self.shared["tokenizer"], template=self.content["template"],
                              train_data=packed.path, valid_data=valid.path if valid else None, settings=self.settings,
-                             checkpoint=self._policy(), init_from=init_from, storage_path=storage,
+                             checkpoint=checkpoint_policy(self.content), init_from=init_from, storage_path=storage,
                              max_failures=int(self.cell.get("max_retries", 0)),
                              cache_dir=os.path.join(self.cache, "models"), **self._model_fields(), **self._resources())
             run_uri = _join(storage, f"{name}-{stage_key(spec)}")
@@ -199,8 +196,6 @@ class CellRun:
 
     # -- all of it ----------------------------------------------------------------------------
     def run(self) -> dict:
-        from doitray.study.plan import model_params
-
         results, tokens, examples = self.train()
         self._timed("eval_s", self.evaluate, results)
         n_ab = max(1, len(examples))
@@ -268,3 +263,53 @@ def latest_step(run_uri: str) -> int:
     except Exception:
         return 0
     return max(steps, default=0)
+
+
+def cell_row(cell: Cell | dict, *, state: str, attempts: int, now: float, **extra: Any) -> dict:
+    """The ``cells`` table row for a cell (factor levels as columns, everything as JSON too)."""
+    content = cell.content if isinstance(cell, Cell) else cell["content"]
+    cid = cell.cell_id if isinstance(cell, Cell) else cell["cell_id"]
+    tier = cell.tier if isinstance(cell, Cell) else cell["tier"]
+    lv = content["levels"]
+    row = {
+        "cell_id": cid, "study": content["study"], "state": state, "attempts": attempts, "tier": tier,
+        "model": lv["model"], "construction": lv["construction"], "composition": lv["composition"],
+        "volume": lv.get("volume"), "per_ability": lv.get("per_ability"), "strategy": lv["strategy"],
+        "replay_frac": lv["replay_frac"], "seed": lv["seed"], "factors": json.dumps(lv, sort_keys=True),
+        "recipe": json.dumps(content.get("recipe")), "updated_at": now,
+    }
+    row.update(extra)
+    return row
+
+
+def _latest(store: ResultsStore, cell_id: str) -> dict:
+    df = store.read("cells")
+    rows = df[df["cell_id"] == cell_id].to_dict("records")
+    return rows[0] if rows else {}
+
+
+def run_cell(config: dict) -> None:
+    """The Tune trial function: runs one cell, recording its state in the store."""
+    from ray import tune
+
+    cell = config["cell"]
+    store = ResultsStore(cell["store"])
+    prev = _latest(store, cell["cell_id"])
+    attempts = int(prev.get("attempts") or 0) + 1
+    started = time.time()
+    keep = {k: prev.get(k) for k in ("model_params", "train_tokens") if prev.get(k) is not None}
+    store.write("cells", cell["cell_id"], [cell_row(cell, state="running", attempts=attempts, now=started,
+                                                    started_at=started, **keep)])
+    try:
+        summary = CellRun(cell, store).run()
+    except BaseException as e:
+        err = "".join(traceback.format_exception_only(type(e), e)).strip()
+        tb = traceback.format_exc(limit=8)
+        store.write("cells", cell["cell_id"], [cell_row(cell, state="failed", attempts=attempts, now=time.time(),
+                                                        started_at=started, error=f"{err}\n{tb}"[-4000:], **keep)])
+        raise
+    now = time.time()
+    store.write("cells", cell["cell_id"], [cell_row(cell, state="done", attempts=attempts, now=now, started_at=started,
+                                                    finished_at=now, **summary)])
+    tune.report({"done": 1.0, "wall_s": now - started, **{k: float(v) for k, v in summary.items()
+                                                           if isinstance(v, (int, float))}})

@@ -1,4 +1,4 @@
-"""`doitray …`: the command line. Each area registers its own subcommands (``<area>/cli.py``)."""
+"""`doitray …`: the command line. each area's subcommands are registered by ``doitray.cli.<area>``."""
 from __future__ import annotations
 
 import argparse
@@ -9,11 +9,12 @@ from doitray.console import CommandError
 
 # (module, what it adds) — each module has register(subparsers)
 _AREAS = (
-    "doitray.data.cli",      # doitray data inspect|sample
-    "doitray.models.cli",    # doitray plan
-    "doitray.study.cli",     # doitray study plan|run|status|export, doitray cluster validate
-    "doitray.eval.cli",      # doitray eval check|run
-    "doitray.report.cli",    # doitray report
+    "doitray.cli.data",      # doitray data inspect|sample
+    "doitray.cli.models",    # doitray plan
+    "doitray.cli.study",     # doitray study plan|run|status|export
+    "doitray.cli.cluster",   # doitray cluster validate
+    "doitray.cli.eval",      # doitray eval check|run
+    "doitray.cli.report",    # doitray report
 )
 
 
@@ -38,5 +39,3 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())

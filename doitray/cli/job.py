@@ -1,7 +1,7 @@
 """The main job: connect to (or start) Ray, run or resume a study, write its report.
 
-Shared by ``python experiments/grid.py`` and ``doitray study run``. It sits above ``study`` and
-``report`` (it calls both), which is why it is not part of either.
+Shared by ``python experiments/grid.py`` and ``doitray study run``; it calls both ``study`` and
+``report``, so it lives in the top layer with the commands.
 """
 from __future__ import annotations
 
@@ -52,6 +52,7 @@ def main_run(spec: StudySpec, *, address: str | None = None, retry_failed: bool 
     """Run the study end to end; returns where its results and report are."""
     import ray.data
 
+    from doitray.report.build import write_report
     from doitray.study.runner import run_study
 
     t0 = time.time()
@@ -59,30 +60,10 @@ def main_run(spec: StudySpec, *, address: str | None = None, retry_failed: bool 
     ray.data.DataContext.get_current().enable_progress_bars = False
     log = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
     log(f"[doitray] study {spec.name} on Ray ({where}); results under {spec.storage}")
-    outcome = run_study(spec)
+    outcome = run_study(spec, retry_failed=retry_failed)
     out = {"study": spec.name, "storage": outcome.root, "cells": outcome.total, "done": outcome.done,
            "failed": outcome.failed, "skipped_already_done": outcome.skipped,
            "tables": os.path.join(outcome.root, "tables"), "wall_s": round(time.time() - t0, 1)}
     if report:
         out["report"] = write_report(outcome.root)
     return out
-
-
-def write_report(root: str) -> str:
-    """Build the study's HTML report into ``<root>/report.html`` (uploaded when the storage is remote)."""
-    from doitray.report.build import build_report
-    from doitray.study.store import ResultsStore
-
-    if "://" not in root:
-        path = os.path.join(root, "report.html")
-        build_report(root, path)
-        return os.path.abspath(path)
-    import tempfile
-
-    store = ResultsStore(root)
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, "report.html")
-        build_report(root, local)
-        with open(local, "rb") as src, store.fs.open_output_stream(store.path("report.html")) as dst:
-            dst.write(src.read())
-    return f"{root.rstrip('/')}/report.html"

@@ -1,4 +1,4 @@
-"""`doitray study plan|run|status|export` and `doitray cluster validate`."""
+"""`doitray study plan|run|status|export`."""
 from __future__ import annotations
 
 import argparse
@@ -36,12 +36,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json_flag(ex)
     ex.set_defaults(func=_export)
 
-    try:
-        from doitray.study.cluster_cli import register_cluster
-    except ImportError:  # pragma: no cover - the cluster module is optional at import time
-        return
-    register_cluster(sub)
-
 
 def _study_parser(ssub, name: str, help: str) -> argparse.ArgumentParser:
     p = ssub.add_parser(name, help=help)
@@ -69,7 +63,7 @@ def _plan(args) -> int:
 
 
 def _run(args) -> int:
-    from doitray.job import main_run
+    from doitray.cli.job import main_run
 
     spec = _load(args)
     out = main_run(spec, address=args.address, retry_failed=args.retry_failed, report=not args.no_report,
@@ -80,7 +74,7 @@ def _run(args) -> int:
 
 def _status(args) -> int:
     from doitray.study.progress import study_status
-    from doitray.study.store import ResultsStore
+    from doitray.store import ResultsStore
 
     if not ResultsStore(args.dir).exists():
         raise CommandError(f"{args.dir}: no study here (no study.json)")
@@ -101,7 +95,7 @@ def _status(args) -> int:
 
 
 def _export(args) -> int:
-    from doitray.study.store import TABLES, ResultsStore
+    from doitray.store import TABLES, ResultsStore
 
     store = ResultsStore(args.dir)
     if not store.exists():

@@ -60,7 +60,7 @@ def _per_gpu(p: ModelPreset, n: int, seq: int, mb: int, ac: bool, overhead_gib: 
             "overhead_bytes": int(overhead_gib * GIB)}
 
 
-def plan(p: ModelPreset, *, gpus: int, gpu_mem_gib: float = 80.0, seq_len: int = 2048, micro_batch: int = 1,
+def memory_plan(p: ModelPreset, *, gpus: int, gpu_mem_gib: float = 80.0, seq_len: int = 2048, micro_batch: int = 1,
          activation_checkpointing: bool = False, usable_fraction: float = 0.92, overhead_gib: float = 2.0,
          max_gpus: int = 4096) -> MemoryPlan:
     """Bytes per GPU for ``p`` on ``gpus`` GPUs of ``gpu_mem_gib`` GiB, and the smallest N that fits."""

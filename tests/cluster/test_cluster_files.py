@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from doitray.console import CommandError
-from doitray.study.cluster import (DRIVER_RESOURCE, CrdNotFoundError, detect_kind, validate_document,
+from doitray.cluster.validate import (DRIVER_RESOURCE, CrdNotFoundError, detect_kind, validate_document,
                                    validate_file, validate_kuberay, validate_launcher)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -360,10 +360,10 @@ def test_unrecognised_documents(tmp_path):
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str]:
-    from doitray.study.cluster_cli import register_cluster
+    from doitray.cli.cluster import register
 
     parser = argparse.ArgumentParser(prog="doitray")
-    register_cluster(parser.add_subparsers(dest="command", required=True))
+    register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     rc = args.func(args)
     return rc, capsys.readouterr().out
@@ -404,8 +404,8 @@ def test_wired_into_the_doitray_command(capsys):
 
 
 def test_no_crd_folder_anywhere_asks_for_crd_dir(monkeypatch, capsys):
-    import doitray.study.cluster as cluster
-    import doitray.study.cluster_kuberay as cluster_kuberay
+    import doitray.cluster.validate as cluster
+    import doitray.cluster.kuberay as cluster_kuberay
 
     monkeypatch.setattr(cluster_kuberay, "default_crd_dir", lambda: None)
     with pytest.raises(CrdNotFoundError, match="pass --crd-dir"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from doitray.console import CommandError, add_json_flag, emit, table
-from doitray.models.planner import GIB, plan
+from doitray.models.memory import GIB, memory_plan
 from doitray.models.presets import PRESETS, get_preset, param_counts
 
 
@@ -30,7 +30,7 @@ def _run(args: argparse.Namespace) -> int:
     for name in names:
         try:
             preset = get_preset(name)
-            plans.append(plan(preset, gpus=args.gpus, gpu_mem_gib=args.gpu_mem, seq_len=args.seq,
+            plans.append(memory_plan(preset, gpus=args.gpus, gpu_mem_gib=args.gpu_mem, seq_len=args.seq,
                               micro_batch=args.micro_batch, activation_checkpointing=args.ac))
         except ValueError as e:
             raise CommandError(str(e)) from None

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from doitray.study.cluster_issues import DRIVER_RESOURCE, Issue, _issue, _Loader, _p, _placeholder_warning, _version
+from doitray.cluster.issues import DRIVER_RESOURCE, Issue, _issue, _Loader, _p, _placeholder_warning, _version
 
 RAY_KINDS = ("RayCluster", "RayJob")
 _REPO = Path(__file__).resolve().parents[2]

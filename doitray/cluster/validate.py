@@ -16,10 +16,10 @@ from typing import Any
 
 import yaml
 
-from doitray.study.cluster_issues import DRIVER_RESOURCE, PLACEHOLDER, Issue, _Loader
-from doitray.study.cluster_kuberay import (RAY_KINDS, CrdNotFoundError, default_crd_dir, kuberay_schema,
+from doitray.cluster.issues import DRIVER_RESOURCE, PLACEHOLDER, Issue, _Loader
+from doitray.cluster.kuberay import (RAY_KINDS, CrdNotFoundError, default_crd_dir, kuberay_schema,
                                            validate_kuberay)
-from doitray.study.cluster_launcher import validate_launcher
+from doitray.cluster.launcher import validate_launcher
 
 __all__ = ["DRIVER_RESOURCE", "PLACEHOLDER", "RAY_KINDS", "LAUNCHER", "CrdNotFoundError", "Issue",
            "DocumentReport", "FileReport", "default_crd_dir", "detect_kind", "kuberay_schema",
