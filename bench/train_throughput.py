@@ -76,7 +76,8 @@ def plain_loop(source: dict, data_path: str, s, steps: int, threads: int) -> lis
 
     from doitray.models.loading import build_config_model
     from doitray.train import data as D
-    from doitray.train.loop import _loss_sum, _micro, _optimizer
+    from doitray.train.setup import make_optimizer
+    from doitray.train.step import loss_sum, micro_arrays
     from doitray.train.settings import lr_factor
 
     torch.set_num_threads(threads)
@@ -84,7 +85,7 @@ def plain_loop(source: dict, data_path: str, s, steps: int, threads: int) -> lis
     model = build_config_model(source["config"], s.seed)
     model.config.use_cache = False
     model.train()
-    opt = _optimizer(model, s)
+    opt = make_optimizer(model, s)
     total = s.total_steps(len(data))
     rates = []
     for step in range(steps):
@@ -94,8 +95,8 @@ def plain_loop(source: dict, data_path: str, s, steps: int, threads: int) -> lis
         rows = D.global_batch_rows(len(data), s.global_batch, s.seed, step)
         n_tok = D.count_loss_tokens(data, rows)
         for mb in D.rank_micro_batches(rows, s.micro_batch, 0, 1):
-            b = {k: torch.from_numpy(v) for k, v in _micro(data, mb, 0).items()}
-            (_loss_sum(model, b) / max(n_tok, 1)).backward()
+            b = {k: torch.from_numpy(v) for k, v in micro_arrays(data, mb, 0).items()}
+            (loss_sum(model, b) / max(n_tok, 1)).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)

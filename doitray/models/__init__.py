@@ -1,1 +1,2 @@
-"""Models: presets (``presets``), the FSDP2 memory planner (``memory``), loading (``loading``), ``doitray plan``."""
+"""Models: presets (``presets``), parameter counts (``params``), the FSDP2 memory planner (``memory``),
+loading (``loading``)."""

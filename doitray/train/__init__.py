@@ -1,2 +1,3 @@
-"""Training: settings (``settings``), the FSDP2 Train V2 loop (``loop``, ``fsdp``, ``data``), stages
-(``stage.StageSpec`` / ``run_stage``), SFT strategies as stages (``strategies``), storage helpers."""
+"""Training: settings (``settings``), the FSDP2 Train V2 worker loop (``loop``: ``setup``, ``step``,
+``checkpoint``, over ``fsdp`` and ``data``), one stage as a Train run (``stage.StageSpec`` / ``run_stage``),
+storage helpers."""

@@ -99,7 +99,7 @@ def stage_key(spec: StageSpec) -> str:
 def _metrics_callback(path: str):
     import ray.train
 
-    from doitray.train.loop import SYNC
+    from doitray.train.checkpoint import SYNC
 
     class _WriteMetrics(ray.train.UserCallback):
         """Runs on the Train controller (same node as the driver): append every report to a JSONL file."""

@@ -31,7 +31,7 @@ def tiny_hf(tmp_path_factory, tok):
 def test_packed_row_equals_separate_examples(tok):
     """transformers' masking_utils turns restarting position_ids (no attention_mask) into a block mask."""
     from doitray.train import data as D
-    from doitray.train.loop import _loss_sum
+    from doitray.train.step import loss_sum as _loss_sum
 
     model = build_config_model(hf_config(get_preset("tiny-s"), vocab_size=len(tok)).to_dict(), seed=0).eval()
     t = get_template("doit")

@@ -1,5 +1,6 @@
 """A real 2-cell study end to end on local Ray (data → Train/FSDP2 → Serve+vLLM eval → store),
-then resume: a re-run skips finished cells, and a driver killed mid-study loses nothing written."""
+then resume: a re-run skips finished cells, a failed cell is retried with --retry-failed, and a driver
+killed mid-study loses nothing written."""
 from __future__ import annotations
 
 import json
@@ -61,6 +62,23 @@ def test_two_cell_study_end_to_end_then_rerun_skips(write_study):
     cells2 = store.read("cells")
     assert list(cells2.sort_values("cell_id")["attempts"]) == list(cells.sort_values("cell_id")["attempts"])
     assert len(store.read("scores")) == len(scores)  # nothing re-scored
+
+    # a cell that failed and used up its retries (max_retries 0) is skipped, unless --retry-failed
+    victim = cells2.sort_values("cell_id").to_dict("records")[0]
+    store.write("cells", victim["cell_id"], [{**victim, "state": "failed", "error": "RuntimeError: injected"}])
+    skipped = subprocess.run(grid_cmd(study, "--no-report"), capture_output=True, text=True, timeout=900,
+                             env=child_env(), start_new_session=True)
+    assert skipped.returncode == 1 and "1/2 cells done, 1 failed" in skipped.stdout, skipped.stdout + skipped.stderr
+    assert _attempts(store, victim["cell_id"]) == victim["attempts"]
+    retried = _run(grid_cmd(study, "--no-report", "--retry-failed"))
+    assert "2/2 cells done" in retried.stdout
+    assert _attempts(store, victim["cell_id"]) == victim["attempts"] + 1
+    assert len(store.read("scores")) == len(scores)  # the retry reused the trained and scored checkpoints
+
+
+def _attempts(store: ResultsStore, cell_id: str) -> int:
+    cells = store.read("cells")
+    return int(cells.loc[cells["cell_id"] == cell_id, "attempts"].iloc[0])
 
 
 def test_killed_driver_resumes_without_redoing_finished_work(write_study):
