@@ -156,6 +156,19 @@ def test_model_that_does_not_fit_its_gpus_is_rejected():
     assert "models.big" in m and "does not fit 1 GPUs" in m
 
 
+def test_an_elastic_tier_must_fit_at_its_smallest_worker_count():
+    # the fewest workers hold the largest shards: study validation and the dry run judge that count
+    from doitray.study.plan import plan_study
+
+    doc = study(models={"big": {"preset": "llama-33b", "path": "/models/llama-33b", "tier": "g"}},
+                resources={"g": {"workers": [2, 16], "gpus_per_worker": 1, "gpu_mem_gb": 80}},
+                factors={"model": ["big"]}, training={"preset": "doit", "micro_batch": 1})
+    assert "does not fit 2 GPUs" in err(doc)
+    doc["resources"]["g"]["workers"] = [16, 32]
+    plan = plan_study(parse_study(doc), with_data=False)
+    assert [c.fits for c in plan.cells] == [True] and not plan.problems
+
+
 def test_progress_eta_counts_down_while_a_cell_runs():
     import pandas as pd
 
@@ -212,3 +225,16 @@ def test_valid_loss_rows_per_ability_is_a_study_setting(tmp_path, ray_local):
     assert k > 0 and n3 == 3 * k
     n_default, _ = valid_examples(None)
     assert n_default == 8 * k  # the default (64) takes every one of the 8
+
+
+def test_checkpoint_cadence_is_train_policy_and_exports_follow_evaluation():
+    from doitray.study.cells import checkpoint_policy
+
+    assert "checkpoints.export" in err(study(checkpoints={"every": "epoch", "export": "all"}))
+    spec = parse_study(study(checkpoints={"every": "steps", "every_n_steps": 5},
+                             evaluation={"select": "last", "evaluate": "selected"}))
+    content = expand_cells(spec)[0].content
+    assert content["checkpoints"] == {"every": "steps", "every_n_steps": 5, "num_to_keep": None}
+    pol = checkpoint_policy(content)
+    assert (pol.every, pol.every_n_steps, pol.num_to_keep, pol.export) == ("steps", 5, 2, "last")
+    assert checkpoint_policy({**content, "evaluation": {"select": "valid_loss", "evaluate": "selected"}}).export == "all"
