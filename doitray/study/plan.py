@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from doitray.models.params import model_params
 from doitray.study.cells import expand_cells
 from doitray.study.prepare import cache_dir, stage_quotas, study_pool
-from doitray.study.spec import StudySpec, memory_fit, training_settings
+from doitray.study.spec import StudySpec, memory_fit, tier_settings, training_settings
 
 A100_BF16_FLOPS = 312e12
 ASSUMED_MFU = 0.40
@@ -130,7 +130,8 @@ def plan_study(spec: StudySpec, *, with_data: bool = True) -> StudyPlan:
                 problems.append(f"cell {c.cell_id} ({c.label()}): {e}")
         flops = 6.0 * (params or 0) * tokens
         fits = min_gpus = None
-        mp = memory_fit(spec.models[c.levels["model"]], spec.resources[c.tier], settings)
+        tier = spec.resources[c.tier]
+        mp = memory_fit(spec.models[c.levels["model"]], tier, tier_settings(settings, tier))
         if mp is not None:
             fits, min_gpus = mp.fits, mp.min_gpus
             if not fits:

@@ -161,10 +161,10 @@ def test_an_elastic_tier_must_fit_at_its_smallest_worker_count():
     from doitray.study.plan import plan_study
 
     doc = study(models={"big": {"preset": "llama-33b", "path": "/models/llama-33b", "tier": "g"}},
-                resources={"g": {"workers": [2, 16], "gpus_per_worker": 1, "gpu_mem_gb": 80}},
+                resources={"g": {"workers": [1, 2], "gpus_per_worker": 8, "gpu_mem_gb": 80}},
                 factors={"model": ["big"]}, training={"preset": "doit", "micro_batch": 1})
-    assert "does not fit 2 GPUs" in err(doc)
-    doc["resources"]["g"]["workers"] = [16, 32]
+    assert "does not fit 8 GPUs" in err(doc)  # it would fit 2 × 8
+    doc["resources"]["g"]["workers"] = 2
     plan = plan_study(parse_study(doc), with_data=False)
     assert [c.fits for c in plan.cells] == [True] and not plan.problems
 
@@ -216,7 +216,7 @@ def test_valid_loss_rows_per_ability_is_a_study_setting(tmp_path, ray_local):
         spec = parse_study(doc)
         store = ResultsStore(spec.storage)
         cell = expand_cells(spec)[0]
-        run = CellRun({"cell_id": cell.cell_id, "content": cell.content, "shared": prepare_study(spec, store)}, store)
+        run = CellRun({**cell.to_config(), "shared": prepare_study(spec, store)}, store)
         with_valid = len(set(run.abilities()) & set(run.pool.abilities(split="valid")))
         v = run.valid_data()
         return v.n_examples + v.n_dropped, with_valid  # dropped: longer than the cell's seq_len
@@ -238,3 +238,22 @@ def test_checkpoint_cadence_is_train_policy_and_exports_follow_evaluation():
     pol = checkpoint_policy(content)
     assert (pol.every, pol.every_n_steps, pol.num_to_keep, pol.export) == ("steps", 5, 2, "last")
     assert checkpoint_policy({**content, "evaluation": {"select": "valid_loss", "evaluate": "selected"}}).export == "all"
+
+
+def test_micro_batches_must_split_over_every_worker_count_of_a_tier(monkeypatch):
+    # 8/2 = 4 micro-batches per step: 3 workers cannot share them
+    m = err(study(resources={"default": {"workers": [2, 3]}}, training={"preset": "tiny", "global_batch": 12,
+                                                                     "micro_batch": 4}))
+    assert "resources.default.workers 2" in m and "training.micro_batch" in m and "micro_batch: 2" in m
+    assert "choose worker counts" in err(study(resources={"default": {"workers": [1, 3]}}))
+    # a tier's own micro-batch fixes it without changing the cells' ids (resources are not content)
+    fixed = parse_study(study(resources={"default": {"workers": [1, 3], "micro_batch": 1}},
+                              training={"preset": "tiny", "global_batch": 12}))
+    plain = parse_study(study(training={"preset": "tiny", "global_batch": 12}))
+    assert [c.cell_id for c in expand_cells(fixed)] == [c.cell_id for c in expand_cells(plain)]
+    # the shipped paper studies validate, their 16-GPU tiers included
+    for var in ("DOIT_DATA", "DOIT_MODELS", "DMT_DATA", "LLAMA_MODELS"):
+        monkeypatch.setenv(var, "/data")
+    for name in ("doit", "dmt"):
+        spec = load_study(f"experiments/studies/{name}.yaml")
+        assert spec.resources["gpu16"].micro_batch
