@@ -2,29 +2,15 @@
 
 DoIT's ten abilities, the DMT paper's three (math_en = GSM8K, code = HumanEval, general = MT-Bench), and any ability a study file declares (``register`` / ``register_from_spec``).
 
-Metric names (the scorer that applies to an ability's items by default; see ``doitray.eval.scorers``):
-
-- ``choice``        single-answer multiple choice: letter parsed from the text, A–D logits fallback
-- ``choice_tf``     multiple choice or true/false (DoIT history), decided per item
-- ``choice_cloze``  multiple choice or single-blank cloze (DoIT chinese), decided per item
-- ``multi_choice``  multi-answer multiple choice, letter-set equality (DoIT ethics)
-- ``math``          chain-of-thought final answer with MATH-style equivalence (DoIT math)
-- ``gsm8k``         numeric final answer (GSM8K ``#### n`` convention)
-- ``ppl_rank``      3-choice perplexity ranking, gold is choice 0 (DoIT code, creative writing, role-play)
-- ``code_exec``     pass@k of generated code in the sandbox (HumanEval, MBPP)
-- ``judge``         LLM-as-judge score (MT-Bench style)
-
-An item may override its ability's metric with ``meta["metric"]`` (HumanEval items of ability ``code``
-carry ``code_exec``; DoIT's code items keep ``ppl_rank``).
-- ``exact``         exact match of the normalised final answer (generic)
+An ability's ``metric`` names its items' default scorer, one of ``doitray.eval.scorers.METRICS`` (a study file's
+custom abilities are checked against it in ``doitray.study.spec``); an item may override it with
+``meta["metric"]`` (HumanEval items of ability ``code`` carry ``code_exec``; DoIT's code items keep ``ppl_rank``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 QUESTION_FORMATS = ("generate", "rank")
-METRICS = ("choice", "choice_tf", "choice_cloze", "multi_choice", "math", "gsm8k", "ppl_rank",
-           "code_exec", "judge", "exact")
 
 
 @dataclass(frozen=True)
@@ -34,7 +20,7 @@ class Ability:
     name: str
     display: str
     question_format: str  # "generate" | "rank"
-    metric: str
+    metric: str  # a name in doitray.eval.scorers.METRICS
     chance: float  # default chance level of one item (scorers may refine it per item)
     study: str = "custom"  # "doit" | "dmt" | "custom"
     description: str = ""
@@ -44,8 +30,6 @@ class Ability:
         if self.question_format not in QUESTION_FORMATS:
             raise ValueError(f"ability {self.name!r}: question_format must be one of {QUESTION_FORMATS}, "
                              f"got {self.question_format!r}")
-        if self.metric not in METRICS:
-            raise ValueError(f"ability {self.name!r}: metric must be one of {METRICS}, got {self.metric!r}")
         if not 0.0 <= self.chance <= 1.0:
             raise ValueError(f"ability {self.name!r}: chance must be in [0, 1], got {self.chance}")
 

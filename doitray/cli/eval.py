@@ -72,7 +72,7 @@ def cmd_check(args) -> int:
 def cmd_run(args) -> int:
     import ray
 
-    from doitray.eval.runner import evaluate_checkpoint
+    from doitray.eval.evaluate import evaluate_checkpoint
 
     if not os.path.isdir(args.hf_dir):
         raise CommandError(f"checkpoint directory {args.hf_dir!r} does not exist")

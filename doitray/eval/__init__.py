@@ -3,12 +3,13 @@
 Modules (lower to higher):
 
 - ``math_answer``  final-answer extraction and MATH-style equivalence
-- ``scorers``      per-item scorers for every metric (DoIT semantics), pass@k, judge ratings
+- ``scorers``      the scorer registry (``SCORERS``: scorer, engine kind, budget, chance per metric), pass@k
 - ``sandbox``      limited, isolated execution of model-written code
 - ``programs``     HumanEval/MBPP test programs and MT-Bench judge prompts
 - ``suites``       ``Suite`` and the builders (DoIT in/out-of-domain, CMMLU, AGIEval, generic records)
-- ``stats``        bootstrap intervals and ``select_checkpoint``
+- ``stats``        bootstrap intervals
+- ``selection``    ``select_checkpoint``: the checkpoint a cell keeps
 - ``engine``       ``ServeEngine``: a Serve deployment around vLLM's ``AsyncLLM`` (CPU or GPU)
-- ``runner``       ``evaluate_checkpoint`` / ``evaluate_and_store`` → predictions and scores rows
+- ``evaluate``     ``evaluate_checkpoint`` / ``evaluate_and_store`` → predictions and scores rows
 - ``check``        ``doitray eval check``: reference answers must score 100%
 """

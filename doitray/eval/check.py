@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from doitray.eval import sandbox
 from doitray.eval.programs import build_program, reference_completion
-from doitray.eval.runner import Item, items_of
+from doitray.eval.evaluate import Item, items_of
 from doitray.eval.scorers import ModelOutput, score_item
 from doitray.eval.suites import Suite
 from doitray.records import gold_text, validate_record
@@ -19,9 +19,9 @@ from doitray.records import gold_text, validate_record
 def gold_output(it: Item) -> tuple[ModelOutput | None, str | None]:
     """(the output a perfect model would give, a reason the item is broken before scoring)."""
     rec, m = it.rec, it.metric
-    if m == "judge":
+    if it.kind == "judge":
         return None, "skipped: judge items need a judge model"
-    if m == "ppl_rank":
+    if it.kind == "rank":
         choices = rec.get("choices") or []
         if len(choices) < 2:
             return None, f"rank item has {len(choices)} choice(s); it needs the gold and at least one negative"
@@ -33,7 +33,7 @@ def gold_output(it: Item) -> tuple[ModelOutput | None, str | None]:
         msgs = rec["messages"]
         text = msgs[-1]["content"] if msgs and msgs[-1]["role"] == "assistant" else rec.get("answer") or ""
         return ModelOutput(text=text), None
-    if m == "code_exec":
+    if it.kind == "code":
         return ModelOutput(text=reference_completion(rec)), None
     return ModelOutput(text=gold_text(rec)), None
 
@@ -49,7 +49,7 @@ def check_suites(suites: list[Suite], *, workers: int = 2, limits: sandbox.Limit
         outs.append(out)
         reasons.append(("invalid record: " + "; ".join(bad)) if bad else why)
     code = [(i, build_program(items[i].rec, outs[i].text or "")) for i, it in enumerate(items)
-            if it.metric == "code_exec" and outs[i] is not None and reasons[i] is None]
+            if it.kind == "code" and outs[i] is not None and reasons[i] is None]
     for (i, _), r in zip(code, sandbox.run_many([src for _, src in code], limits, workers=workers)):
         outs[i].passed = [r.passed]
         if not r.passed:

@@ -1,8 +1,12 @@
-"""Per-item scorers, one per metric (DoIT semantics unless stated), each returning an ``ItemScore``.
+"""The scorer registry: one ``Scorer`` per metric (DoIT semantics unless stated) in ``SCORERS``.
+
+Each entry says how an item is scored, what the engine must produce for it (``kind``), its default
+generation budget and its chance level; the engine requests, the sandbox and judge passes and the metrics
+an ability may name (``METRICS``, ``check_metric``) are all derived from it.
 
 Which scorer an item gets (``item_metric``): ``meta["metric"]`` when set, else its ability's metric;
-``choice_tf`` / ``choice_cloze`` are decided per item from the gold (a letter → ``choice``, a
-true/false word → ``tf``, else ``cloze``).
+the per-item metrics ``choice_tf`` / ``choice_cloze`` (``PER_ITEM``) give ``choice`` when the gold is one
+letter, else ``tf`` / ``cloze``.
 
 - ``choice``  single answer. A reply that is one letter (``B``, ``(B)``, ``B.``) is taken as is; otherwise
   the log-probabilities of the letters at the *first* answer token decide (DoIT used the last generation
@@ -26,7 +30,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from doitray import abilities
 from doitray.eval.math_answer import extract_answer, gsm8k_gold, is_equiv
@@ -40,7 +44,7 @@ class ItemScore:
     score: float  # in [0, 1]
     parsed: str | None
     gold: str
-    chance: float
+    chance: float = 0.0  # set by ``score_item`` from the metric's ``Scorer.chance``
     error: str | None = None
 
 
@@ -160,13 +164,8 @@ def item_metric(rec: dict) -> str:
     metric = meta.get("metric")
     if not metric:
         metric = abilities.get(rec["ability"]).metric if abilities.is_known(rec["ability"]) else "exact"
-    if metric in ("choice_tf", "choice_cloze"):
-        gold = gold_text(rec).strip()
-        if parse_letter_text(gold, LETTERS):
-            return "choice"
-        if metric == "choice_tf" and parse_tf(gold) is not None:
-            return "tf"
-        return "cloze" if metric == "choice_cloze" else "tf"
+    if metric in PER_ITEM:
+        return "choice" if parse_letter_text(gold_text(rec).strip(), LETTERS) else PER_ITEM[metric]
     return metric
 
 
@@ -188,62 +187,77 @@ def score_item(rec: dict, out: ModelOutput, *, metric: str | None = None, k: int
     """Score one item from the model's output; an engine error or a missing field scores 0 with an error."""
     metric = metric or item_metric(rec)
     gold = gold_text(rec)
+    sc = SCORERS.get(metric)
+    if sc is None:
+        return ItemScore(0.0, None, gold, 0.0, out.error or f"unknown metric {metric!r}; allowed: {', '.join(SCORERS)}")
     if out.error:
-        return ItemScore(0.0, None, gold, _chance(rec, metric), out.error)
+        return ItemScore(0.0, None, gold, sc.chance(rec), out.error)
     try:
-        return _SCORERS[metric](rec, out, gold, k)
+        s = sc.fn(rec, out, gold, k)
+        s.chance = sc.chance(rec)
     except KeyError as e:
         return ItemScore(0.0, None, gold, 0.0, f"unscorable: missing {e}")
+    return s
 
 
-def _chance(rec: dict, metric: str) -> float:
-    if metric == "choice":
-        return 1.0 / max(2, len(options_in(rec)) or 4)
-    if metric == "tf":
-        return 0.5
-    if metric == "ppl_rank":
-        return 1.0 / max(1, len(rec.get("choices") or [None] * 3))
-    if metric == "multi_choice":
-        n = max(4, len(options_in(rec)))
-        g = len(parse_letter_set(gold_text(rec))) or 1
-        return 1.0 / math.comb(n, g)
+# --- chance levels -----------------------------------------------------------------------------
+def _zero(rec: dict) -> float:
     return 0.0
 
 
+def _half(rec: dict) -> float:
+    return 0.5
+
+
+def _chance_choice(rec: dict) -> float:
+    return 1.0 / max(2, len(options_in(rec)) or 4)
+
+
+def _chance_rank(rec: dict) -> float:
+    return 1.0 / max(1, len(rec.get("choices") or [None] * 3))
+
+
+def _chance_multi(rec: dict) -> float:
+    n = max(4, len(options_in(rec)))
+    g = len(parse_letter_set(gold_text(rec))) or 1
+    return 1.0 / math.comb(n, g)
+
+
+# --- scorers (the chance level is filled in by score_item) ---------------------------------------
 def _choice(rec, out, gold, k):
     letters = "".join(options_in(rec)) or "ABCD"
     letters = "".join(sorted(set(letters) | ({gold.strip()} if parse_letter_text(gold, LETTERS) else set())))
     g = parse_letter_text(gold, LETTERS)
     if g is None:
-        return ItemScore(0.0, None, gold, _chance(rec, "choice"), f"gold {gold!r} is not a single letter")
+        return ItemScore(0.0, None, gold, error=f"gold {gold!r} is not a single letter")
     if meta_of(rec).get("choice_mode") == "logits" and out.letter_logprobs:  # CMMLU/AGIEval: next-token argmax
         pred, how = parse_choice("", out.letter_logprobs, letters)
     else:
         pred, how = parse_choice(out.text, out.letter_logprobs, letters)
     parsed = None if pred is None else (pred if how == "text" else f"{pred} ({how})")
-    return ItemScore(float(pred == g), parsed, g, _chance(rec, "choice"))
+    return ItemScore(float(pred == g), parsed, g)
 
 
 def _tf(rec, out, gold, k):
     g = parse_tf(gold)
     if g is None:
-        return ItemScore(0.0, None, gold, 0.5, f"gold {gold!r} is neither a true nor a false word")
+        return ItemScore(0.0, None, gold, error=f"gold {gold!r} is neither a true nor a false word")
     p = parse_tf(out.text)
-    return ItemScore(float(p == g), p, g, 0.5)
+    return ItemScore(float(p == g), p, g)
 
 
 def _cloze(rec, out, gold, k):
     g = first_cjk_span(gold) or gold.strip()
     p = first_cjk_span(out.text) or (out.text or "").strip()
-    return ItemScore(float(p == g), p, g, 0.0)
+    return ItemScore(float(p == g), p, g)
 
 
 def _multi(rec, out, gold, k):
     g = parse_letter_set(gold)
     if not g:
-        return ItemScore(0.0, None, gold, _chance(rec, "multi_choice"), f"gold {gold!r} has no answer letters")
+        return ItemScore(0.0, None, gold, error=f"gold {gold!r} has no answer letters")
     p = parse_letter_set(out.text)
-    return ItemScore(float(p == g), "".join(sorted(p)), "".join(sorted(g)), _chance(rec, "multi_choice"))
+    return ItemScore(float(p == g), "".join(sorted(p)), "".join(sorted(g)))
 
 
 def math_gold(rec: dict) -> str:
@@ -257,51 +271,92 @@ def math_gold(rec: dict) -> str:
 def _math(rec, out, gold, k):
     g = math_gold(rec)
     p = extract_answer(out.text or "")
-    return ItemScore(float(is_equiv(p, g)), p, g, 0.0)
+    return ItemScore(float(is_equiv(p, g)), p, g)
 
 
 def _gsm8k(rec, out, gold, k):
     g = gsm8k_gold(rec.get("answer") or gold_text(rec))
     p = extract_answer(out.text or "")
-    return ItemScore(float(is_equiv(p, g)), p, g, 0.0)
+    return ItemScore(float(is_equiv(p, g)), p, g)
 
 
 def _exact(rec, out, gold, k):
     g = _norm_exact(rec.get("answer") or gold)
     p = _norm_exact(out.text or "")
-    return ItemScore(float(p == g), p, g, 0.0)
+    return ItemScore(float(p == g), p, g)
 
 
 def _rank(rec, out, gold, k):
     losses = out.choice_losses
     choices = rec.get("choices") or []
     if not losses or len(losses) != len(choices) or len(losses) < 2:
-        return ItemScore(0.0, None, "0", _chance(rec, "ppl_rank"),
-                         f"need one loss per choice ({len(choices)}), got {None if losses is None else len(losses)}")
+        return ItemScore(0.0, None, "0", error=f"need one loss per choice ({len(choices)}), got "
+                                               f"{None if losses is None else len(losses)}")
     best = min(losses)
     pred = losses.index(best)
-    return ItemScore(float(losses[0] <= best), str(0 if losses[0] <= best else pred), "0", 1.0 / len(losses))
+    return ItemScore(float(losses[0] <= best), str(0 if losses[0] <= best else pred), "0")
 
 
 def _code(rec, out, gold, k):
     passed = out.passed
     if not passed:
-        return ItemScore(0.0, None, "pass", 0.0, "no sandbox outcome")
+        return ItemScore(0.0, None, "pass", error="no sandbox outcome")
     c = sum(bool(p) for p in passed)
     note = f" ({out.note})" if out.note and c < len(passed) else ""
-    return ItemScore(pass_at_k(len(passed), c, k), f"{c}/{len(passed)} passed{note}", "pass", 0.0)
+    return ItemScore(pass_at_k(len(passed), c, k), f"{c}/{len(passed)} passed{note}", "pass")
 
 
 def _judge(rec, out, gold, k):
     if not out.ratings:
-        return ItemScore(0.0, None, "", 0.0, "no judge rating could be parsed")
+        return ItemScore(0.0, None, "", error="no judge rating could be parsed")
     mean = sum(out.ratings) / len(out.ratings)
-    return ItemScore(min(1.0, max(0.0, mean / 10.0)), f"{mean:.2f}/10 over {len(out.ratings)}", "", 0.0)
+    return ItemScore(min(1.0, max(0.0, mean / 10.0)), f"{mean:.2f}/10 over {len(out.ratings)}", "")
 
 
-_SCORERS = {"choice": _choice, "tf": _tf, "cloze": _cloze, "multi_choice": _multi, "math": _math,
-            "gsm8k": _gsm8k, "exact": _exact, "ppl_rank": _rank, "code_exec": _code, "judge": _judge}
-SCORED_METRICS = tuple(_SCORERS)
+# --- the registry ------------------------------------------------------------------------------
+KINDS = ("generate", "letters", "rank", "code", "judge")
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """One metric. ``kind``: what the engine produces for it — ``generate`` (a greedy reply), ``letters`` (a
+    reply and the option letters' log-probabilities at the first answer token), ``rank`` (a loss per choice,
+    nothing generated), ``code`` (``samples`` replies run in the sandbox), ``judge`` (a reply rated by a
+    judge model). ``max_tokens``: the generation budget when the suite sets none (0 for ``rank``)."""
+
+    name: str
+    fn: Callable[[dict, ModelOutput, str, int], ItemScore]
+    kind: str
+    max_tokens: int
+    chance: Callable[[dict], float]
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"scorer {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
+
+
+SCORERS: dict[str, Scorer] = {sc.name: sc for sc in (
+    Scorer("choice", _choice, "letters", 16, _chance_choice),
+    Scorer("tf", _tf, "generate", 16, _half),
+    Scorer("cloze", _cloze, "generate", 16, _zero),
+    Scorer("multi_choice", _multi, "generate", 16, _chance_multi),
+    Scorer("math", _math, "generate", 512, _zero),
+    Scorer("gsm8k", _gsm8k, "generate", 512, _zero),
+    Scorer("exact", _exact, "generate", 128, _zero),
+    Scorer("ppl_rank", _rank, "rank", 0, _chance_rank),
+    Scorer("code_exec", _code, "code", 512, _zero),
+    Scorer("judge", _judge, "judge", 512, _zero),
+)}
+# per-item metrics an ability may name: ``choice`` when the item's gold is one letter, else this scorer
+PER_ITEM = {"choice_tf": "tf", "choice_cloze": "cloze"}
+METRICS = (*SCORERS, *PER_ITEM)  # every metric an ability or an item's meta.metric may name
+
+
+def check_metric(metric: str, field: str = "metric") -> str:
+    """``metric`` when it is in ``METRICS``; otherwise a ``ValueError`` naming ``field`` and the allowed values."""
+    if metric not in METRICS:
+        raise ValueError(f"{field}: unknown metric {metric!r}; allowed: {', '.join(METRICS)}")
+    return metric
 
 
 def parse_rating(text: str | None) -> float | None:

@@ -209,3 +209,30 @@ def test_judge_rating_parse_and_score():
 def test_engine_error_is_kept_as_failed_item():
     s = score_item(rec("biology", Q4, "B"), ModelOutput(error="engine: boom"))
     assert s.score == 0.0 and s.error == "engine: boom" and s.chance == 0.25
+
+
+# --- the registry ----------------------------------------------------------------------------------------
+def test_every_ability_metric_resolves_to_a_registered_scorer():
+    from doitray import abilities
+    from doitray.eval.scorers import KINDS, METRICS, PER_ITEM, SCORERS
+
+    assert set(PER_ITEM.values()) <= set(SCORERS) and "choice" in SCORERS
+    for sc_ in SCORERS.values():
+        assert sc_.kind in KINDS and (sc_.max_tokens == 0) == (sc_.kind == "rank")
+    for name in abilities.names():
+        assert abilities.get(name).metric in METRICS
+
+
+def test_a_study_files_unknown_metric_names_the_field_and_the_allowed_values():
+    from doitray.eval.scorers import METRICS, check_metric
+    from doitray.study.spec import StudyFileError, parse_study
+
+    assert check_metric("choice_tf") == "choice_tf"
+    doc = {"name": "t", "storage": "/tmp/doitray-test-study", "sources": [{"name": "suite", "format": "synthetic"}],
+           "tokenizer": {"train_vocab_size": 512}, "models": {"s": {"preset": "tiny-s", "init": "scratch"}},
+           "factors": {"model": ["s"]}, "custom_abilities": {"poetry_x": {"metric": "bleu"}}}
+    with pytest.raises(StudyFileError) as e:
+        parse_study(doc)
+    msg = str(e.value)
+    assert "custom_abilities.poetry_x.metric" in msg and "'bleu'" in msg
+    assert all(m in msg for m in METRICS)

@@ -40,7 +40,7 @@ def served(ray_local, tiny_checkpoint):
 
 
 def test_evaluate_store_and_resume(served, tiny_checkpoint, tmp_path):
-    from doitray.eval.runner import evaluate_and_store
+    from doitray.eval.evaluate import evaluate_and_store
     from doitray.eval.suites import from_records
     from doitray.store import SCHEMAS, ResultsStore
 
@@ -97,7 +97,7 @@ def test_second_checkpoint_served_at_once_and_torn_down(served, tiny_checkpoint,
     from ray import serve
 
     from evalkit import build_tiny_checkpoint
-    from doitray.eval.runner import evaluate_checkpoint
+    from doitray.eval.evaluate import evaluate_checkpoint
     from doitray.eval.suites import from_records
 
     other = build_tiny_checkpoint(tiny_tokenizer_dir, tmp_path / "hf2", seed=1)
@@ -115,7 +115,7 @@ def test_judge_plumbing_records_the_judge(served, tiny_checkpoint):
     import contextlib
 
     from doitray.data.templates import get_template
-    from doitray.eval.runner import JudgeConfig, infer, items_of, run_judge, score
+    from doitray.eval.evaluate import JudgeConfig, infer, items_of, run_judge, score
     from doitray.eval.suites import from_records
     from transformers import AutoTokenizer
 

@@ -18,14 +18,9 @@ from typing import Any, Callable
 
 from doitray.eval import sandbox
 from doitray.eval.programs import build_program, judge_messages
-from doitray.eval.scorers import (ItemScore, ModelOutput, item_metric, options_in, parse_rating,
-                                  score_item)
+from doitray.eval.scorers import SCORERS, ItemScore, ModelOutput, item_metric, options_in, parse_rating, score_item
 from doitray.eval.stats import bootstrap_ci, stable_seed
 from doitray.eval.suites import Suite
-
-DEFAULT_MAX_TOKENS = {"choice": 16, "tf": 16, "cloze": 16, "multi_choice": 16, "math": 512, "gsm8k": 512,
-                      "exact": 128, "code_exec": 512, "judge": 512}
-GENERATE_METRICS = tuple(DEFAULT_MAX_TOKENS)
 
 
 @dataclass
@@ -34,6 +29,12 @@ class Item:
     rec: dict
     metric: str
     group: str
+
+    @property
+    def kind(self) -> str | None:
+        """What the engine must produce for this item (``Scorer.kind``); ``None`` for an unknown metric."""
+        sc = SCORERS.get(self.metric)
+        return sc.kind if sc else None
 
 
 @dataclass
@@ -82,7 +83,7 @@ def infer(items: list[Item], engine: Any, tokenizer: Any, template: Any, *, samp
     # rank items: one scored sequence per choice
     seqs, owners = [], []
     for i, it in enumerate(items):
-        if it.metric == "ppl_rank":
+        if it.kind == "rank":
             try:
                 p = template.prompt_ids(tokenizer, context_messages(it.rec))
                 for c in it.rec.get("choices") or []:
@@ -100,9 +101,9 @@ def infer(items: list[Item], engine: Any, tokenizer: Any, template: Any, *, samp
     # generation, batched by (max_tokens, n)
     batches: dict[tuple[int, int], list[tuple[int, list[int], list[int] | None]]] = {}
     for i, it in enumerate(items):
-        if it.metric == "ppl_rank":
+        if it.kind == "rank":
             continue
-        if it.metric not in GENERATE_METRICS:
+        if it.kind is None:
             outs[i].error = f"unknown metric {it.metric!r}"
             continue
         try:
@@ -111,10 +112,10 @@ def infer(items: list[Item], engine: Any, tokenizer: Any, template: Any, *, samp
             outs[i].error = f"prompt: {type(e).__name__}: {e}"
             continue
         letters = None
-        if it.metric == "choice":
+        if it.kind == "letters":
             letters = [template.continuation_ids(tokenizer, L)[0] for L in (options_in(it.rec) or list("ABCD"))]
-        mt = it.suite.max_tokens or DEFAULT_MAX_TOKENS[it.metric]
-        n = samples if it.metric == "code_exec" else 1
+        mt = it.suite.max_tokens or SCORERS[it.metric].max_tokens
+        n = samples if it.kind == "code" else 1
         batches.setdefault((mt, n), []).append((i, p, letters))
     for (mt, n), reqs in batches.items():
         res = engine.generate([p for _, p, _ in reqs], max_tokens=mt, stop_token_ids=stop_ids, stop=stop_strs,
@@ -139,7 +140,7 @@ def run_code(items: list[Item], outs: list[ModelOutput], *, limits: sandbox.Limi
     """Run every code item's samples in the sandbox; fills ``passed``."""
     jobs = []
     for i, it in enumerate(items):
-        if it.metric == "code_exec" and not outs[i].error:
+        if it.kind == "code" and not outs[i].error:
             for s in (outs[i].samples or [outs[i].text or ""]):
                 jobs.append((i, build_program(it.rec, s)))
     results = sandbox.run_many([src for _, src in jobs], limits, workers=workers)
@@ -156,7 +157,7 @@ def run_judge(items: list[Item], outs: list[ModelOutput], judge: JudgeConfig, en
 
     from doitray.data.templates import for_tokenizer, get_template
 
-    idx = [i for i, it in enumerate(items) if it.metric == "judge" and not outs[i].error]
+    idx = [i for i, it in enumerate(items) if it.kind == "judge" and not outs[i].error]
     judge_id = judge.judge_id or judge.hf_dir
     if not idx:
         return judge_id
@@ -183,7 +184,7 @@ def score(items: list[Item], outs: list[ModelOutput], *, cell_id: str, checkpoin
     per: dict[tuple[str, str], dict[str, list]] = {}
     for it, out in zip(items, outs):
         s: ItemScore = score_item(it.rec, out, metric=it.metric)
-        metric = f"judge:{judge_id}" if it.metric == "judge" and judge_id else it.metric
+        metric = f"judge:{judge_id}" if it.kind == "judge" and judge_id else it.metric
         pred = out.text if out.choice_losses is None else json.dumps([round(x, 6) for x in out.choice_losses])
         preds.append({"cell_id": cell_id, "checkpoint": checkpoint, "suite": it.suite.name, "split": it.suite.split,
                       "item_id": it.rec["id"], "ability": it.group, "metric": metric, "prediction": pred,
