@@ -21,7 +21,7 @@ from doitray.models.params import model_params
 from doitray.store import ResultsStore, part_key
 from doitray.study.cells import Cell, checkpoint_policy
 from doitray.study.stages import stage_recipes
-from doitray.study.spec import training_settings
+from doitray.study.spec import TierSpec, tier_settings, training_settings
 
 VALID_PER_ABILITY = 64  # default valid-loss rows per ability (a stable loss, cheap for tiny models every epoch)
 
@@ -43,7 +43,9 @@ class CellRun:
         self.pool = Pool.load(self.shared["pool"])
         self.cache = self.shared["cache"]
         self.seed = int(self.levels["seed"])
-        self.settings = training_settings(self.content["training"]).model_copy(update={"seed": self.seed})
+        tier = TierSpec(**cell["resources"])
+        self.settings = tier_settings(training_settings(self.content["training"]), tier).model_copy(
+            update={"seed": self.seed})
         self.evaluation = self.content["evaluation"]
         self.seconds = {"data_s": 0.0, "train_s": 0.0, "eval_s": 0.0}   # wall time per phase
 
@@ -104,13 +106,18 @@ class CellRun:
         return {"num_workers": workers, "resources_per_worker": per, "use_gpu": bool(r["gpus_per_worker"])}
 
     def train(self) -> tuple[list[tuple[int, Any]], int, dict[str, int]]:
-        """Run every stage; returns [(stage index, StageResult)], training tokens, examples per ability."""
+        """Run the strategy's stages in order (``study.stages``), each starting from the previous stage's final
+        HF export (``init_from``); returns [(stage index, StageResult)], training tokens, examples per ability.
+
+        A stage already completed (same stage key: the same data, settings and starting weights) is returned
+        from its record without training again: DMT cells that differ only in k share stage 1."""
         from doitray.train.stage import StageSpec, run_stage, stage_key
 
         valid = self._timed("data_s", self.valid_data)
         storage = _join(self.store.uri, "train")
         init_from, results, tokens, examples = None, [], 0, {}
-        for i, (name, recipe) in enumerate(stage_recipes(self.content)):
+        stages = stage_recipes(self.content)
+        for i, (name, recipe) in enumerate(stages):
             mix, packed = self._timed("data_s", self._packed, recipe)
             spec = StageSpec(name=name, tokenizer_dir=self.shared["tokenizer"], template=self.content["template"],
                              train_data=packed.path, valid_data=valid.path if valid else None, settings=self.settings,
@@ -121,6 +128,9 @@ class CellRun:
             resumed_from = latest_step(run_uri)
             res = self._timed("train_s", run_stage, spec)
             self._record_stage(i, res, resumed_from)
+            if res.final_hf_path is None:
+                raise RuntimeError(f"stage {name!r} ({i + 1} of {len(stages)}) finished without a final HF export "
+                                   f"(run {res.run_path}): the next stage and the evaluation start from it")
             results.append((i, res))
             init_from = res.final_hf_path
             tokens += int(packed.n_tokens) * self.settings.epochs
@@ -152,8 +162,10 @@ class CellRun:
         return df[(df["cell_id"] == self.cid) & (df["checkpoint"] == name) & (df["split"] == split)].to_dict("records")
 
     def evaluate(self, results: list[tuple[int, Any]]) -> None:
-        """Pick the checkpoint to report (rule of the study) and score what the study asks for on test."""
-        from doitray.eval.runner import evaluate_and_store
+        """Pick the checkpoint to report (``eval.selection.select_checkpoint``, the study's rule) and score what
+        the study asks for on test."""
+        from doitray.eval.evaluate import evaluate_and_store
+        from doitray.eval.selection import select_checkpoint
 
         final_stage, final = results[-1]
         ckpts = [c for c in final.checkpoints if c.hf_path]
@@ -168,16 +180,9 @@ class CellRun:
                                engine_options=engine_options(c.hf_path, ev.get("engine"), self.cache), seed=self.seed)
             return self._scores(name, split)
 
-        if ev["select"] == "last":
-            selected = ckpts[-1]
-        elif ev["select"] == "valid_loss" and all(c.valid_loss is not None for c in ckpts):
-            selected = min(ckpts, key=lambda c: (c.valid_loss, -c.step))
-        else:  # valid_avg (or valid_loss without valid data): the best valid ability average
-            avg = {}
-            for c in ckpts:
-                rows = [r for r in run(c, final_stage, "valid") if r["ability"] == "overall"]
-                avg[c.name] = sum(r["value"] for r in rows) / max(1, len(rows))
-            selected = max(ckpts, key=lambda c: (avg[c.name], c.step))
+        by_name = {c.name: c for c in ckpts}
+        rows = [{"checkpoint": c.name, "step": c.step, "valid_loss": c.valid_loss} for c in ckpts]
+        selected = by_name[select_checkpoint(rows, ev["select"], lambda n: run(by_name[n], final_stage, "valid"))]
         targets: list[tuple[int, Any]] = [(final_stage, selected)]
         if ev["evaluate"] == "last":
             targets = [(final_stage, ckpts[-1])]

@@ -3,7 +3,7 @@
 Every mistake is reported with its field path and, where the field has a closed set of values, the
 allowed values (``StudyFileError``). Semantic checks that need more than one field (DMT without
 specialist abilities, unknown model levels, …) run in ``StudySpec`` validators; checks that need the
-data (volume larger than the pool) run in ``doitray.study.cells.check_against_pool``.
+data (volume larger than the pool) run in ``doitray.study.prepare.check_against_pool``.
 """
 from __future__ import annotations
 
@@ -15,13 +15,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from doitray import abilities
+from doitray.eval.scorers import check_metric
+from doitray.eval.selection import SELECT_RULES
+from doitray.study.stages import STRATEGIES  # the one strategy table (stages imports only the data layer)
 from doitray.train.settings import CheckpointPolicy
 
-STRATEGIES = ("multitask", "sequential", "mixed_sequential", "dmt")
-CONSTRUCTIONS = ("curated", "synthetic", "mix")
 COMPOSITIONS_FIXED = ("balanced", "reconstruct", "maximum", "all")
-SELECT_RULES = ("valid_avg", "valid_loss", "last")
-EVALUATE = ("selected", "all", "last")
 
 
 class StudyFileError(ValueError):
@@ -64,7 +63,7 @@ class Factors(_Strict):
     frac: list[float] | None = None  # fraction of every source (DMT's 1, 1/4, …, 1/256)
     construction: list[Literal["curated", "synthetic", "mix"]] = ["curated"]
     composition: list[str] = ["balanced"]
-    strategy: list[Literal["multitask", "sequential", "mixed_sequential", "dmt"]] = ["multitask"]
+    strategy: list[Literal[STRATEGIES]] = ["multitask"]  # type: ignore[valid-type]  # study.stages.TABLE
     replay_frac: list[float] = [0.0]
     seed: list[int] = [0]
 
@@ -117,7 +116,7 @@ class StrategyRoles(_Strict):
 
 class EvaluationSpec(_Strict):
     suites: list[dict[str, Any]] = []
-    select: Literal["valid_avg", "valid_loss", "last"] = "valid_loss"
+    select: Literal[SELECT_RULES] = "valid_loss"  # type: ignore[valid-type]  # eval.selection
     evaluate: Literal["selected", "all", "last"] = "selected"
     max_new_tokens: int = Field(default=64, ge=1)
     engine: dict[str, Any] = {}
@@ -144,6 +143,14 @@ class TierSpec(_Strict):
     # cells off the driver / data nodes
     worker_resources: dict[str, float] = {}
     concurrency: int | None = Field(default=None, ge=1)
+    # overrides training.micro_batch for this tier's cells (a memory knob: the global batch stays fixed, and
+    # it is not part of a cell's id), e.g. a smaller micro-batch so that 16 workers divide the global batch
+    micro_batch: int | None = Field(default=None, ge=1)
+
+    def worker_counts(self) -> range:
+        """Every worker count this tier may run a cell on (an elastic [min, max] tier: all of them)."""
+        lo, hi = (self.workers, self.workers) if isinstance(self.workers, int) else self.workers
+        return range(lo, hi + 1)
 
     @field_validator("workers")
     @classmethod
@@ -193,7 +200,8 @@ class StudySpec(_Strict):
     @model_validator(mode="after")
     def _cross_checks(self):
         for name, ab in self.custom_abilities.items():
-            abilities.register_from_spec(name, metric=ab.get("metric", "exact"),
+            metric = check_metric(ab.get("metric", "exact"), field=f"custom_abilities.{name}.metric")
+            abilities.register_from_spec(name, metric=metric,
                                          question_format=ab.get("question_format", "generate"),
                                          chance=float(ab.get("chance", 0.0)), display=ab.get("display"))
         unknown = [m for m in self.factors.model if m not in self.models]
@@ -235,6 +243,7 @@ class StudySpec(_Strict):
             raise ValueError("checkpoints.export is not a study setting: evaluation.select and evaluation.evaluate "
                              "decide which checkpoints are exported")
         settings = training_settings(self.training, error=ValueError)
+        _divides(self, settings)
         self._check_memory(settings)
         from doitray.data.recipes import Recipe
 
@@ -267,10 +276,35 @@ def memory_fit(level: ModelLevel, tier: TierSpec, settings):
                        activation_checkpointing=settings.activation_checkpointing)
 
 
+def tier_settings(settings, tier: TierSpec):
+    """The training settings of a tier's cells (its micro-batch, when it sets one)."""
+    return settings.model_copy(update={"micro_batch": tier.micro_batch}) if tier.micro_batch else settings
+
+
+def _divides(spec: "StudySpec", settings) -> None:
+    """Each tier's micro-batches per step must split evenly over every worker count it allows."""
+    for name in sorted({lvl.tier for lvl in spec.models.values()}):
+        tier = spec.resources[name]
+        s = tier_settings(settings, tier)
+        field = f"resources.{name}.micro_batch" if tier.micro_batch else "training.micro_batch"
+        if s.global_batch % s.micro_batch:
+            raise ValueError(f"{field} {s.micro_batch} does not divide training.global_batch {s.global_batch}")
+        per = s.global_batch // s.micro_batch
+        counts = list(tier.worker_counts())
+        bad = [w for w in counts if per % w]
+        if bad:
+            fix = [m for m in range(s.micro_batch, 0, -1)
+                   if s.global_batch % m == 0 and all((s.global_batch // m) % w == 0 for w in counts)]
+            hint = f"set resources.{name}.micro_batch: {fix[0]}" if fix else "choose worker counts that divide it"
+            raise ValueError(f"resources.{name}.workers {bad[0]}: global_batch/micro_batch = {s.global_batch}/"
+                             f"{s.micro_batch} = {per} micro-batches per step ({field}) cannot be split over "
+                             f"{bad[0]} workers; {hint}")
+
+
 def _fits(spec: "StudySpec", settings) -> None:
     for name, lvl in spec.models.items():
         tier = spec.resources[lvl.tier]
-        mp = memory_fit(lvl, tier, settings)
+        mp = memory_fit(lvl, tier, tier_settings(settings, tier))
         if mp is not None and not mp.fits:
             need = f"needs {mp.min_gpus} GPUs" if mp.min_gpus else "does not fit at any GPU count"
             raise ValueError(f"models.{name}: {lvl.preset} does not fit {mp.gpus} GPUs of {tier.gpu_mem_gb:g} GB "

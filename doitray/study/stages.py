@@ -1,13 +1,26 @@
-"""From a cell's factor levels to the data recipe of each of its training stages.
+"""From a cell's factor levels to the data recipe of each of its training stages: the one strategy table.
 
 The cell's *base recipe* is what a multi-task run trains on (construction × composition × quantity).
-A staged strategy splits it by role (``roles.specialist`` / ``roles.general``): each stage trains on
-the base recipe restricted to that stage's abilities, and DMT's second stage adds the specialist
-recipe scaled by the replay fraction k, which is nested inside stage 1's sample.
+``TABLE`` maps each SFT strategy (DMT paper §3.3/§4) to a function ``(base recipe, roles, levels) ->
+[(stage name, Recipe)]``; a staged strategy splits the base recipe by role (``roles.specialist`` /
+``roles.general``), each stage training on the base recipe restricted to that stage's abilities:
+
+- ``multitask``: one stage, ``multitask``, on the base recipe;
+- ``sequential``: ``seq-<ability>`` for each specialist ability in ``roles.order`` (default: as listed),
+  then ``general``;
+- ``mixed_sequential``: ``specialist`` (all specialist abilities), then ``general``;
+- ``dmt``: ``specialist``, then ``general+replay-<k>``: general plus the specialist recipe scaled by the
+  replay fraction k (``levels.replay_frac``), whose sample is nested inside stage 1's (sampling takes a
+  prefix of a fixed per-ability order). Stage 1 does not depend on k, so DMT cells that differ only in k
+  share its stage key and train it once. k = 0 is mixed-sequential.
+
+Stage names go into Train run directory names and store rows: changing one orphans the stages that
+existing stores have trained. ``STRATEGIES`` (the study file's allowed values) is built from the table,
+so adding a strategy is one entry here.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from doitray.data.recipes import Part, Recipe
 
@@ -68,23 +81,47 @@ def restrict(recipe: Recipe, abilities: list[str], name: str) -> Recipe:
     return Recipe(parts=tuple(parts), name=name)
 
 
-def stage_recipes(content: dict[str, Any]) -> list[tuple[str, Recipe]]:
+Stages = list[tuple[str, Recipe]]
+
+
+def _multitask(base: Recipe, roles: dict[str, Any], levels: dict[str, Any]) -> Stages:
+    return [("multitask", base)]
+
+
+def _sequential(base: Recipe, roles: dict[str, Any], levels: dict[str, Any]) -> Stages:
+    order = roles.get("order") or list(roles["specialist"])
+    return [(f"seq-{a}", restrict(base, [a], f"seq-{a}")) for a in order] + \
+        [("general", restrict(base, list(roles["general"]), "general"))]
+
+
+def _mixed_sequential(base: Recipe, roles: dict[str, Any], levels: dict[str, Any]) -> Stages:
+    return [("specialist", restrict(base, list(roles["specialist"]), "specialist")),
+            ("general", restrict(base, list(roles["general"]), "general"))]
+
+
+def _dmt(base: Recipe, roles: dict[str, Any], levels: dict[str, Any]) -> Stages:
+    stages = _mixed_sequential(base, roles, levels)
+    k = float(levels["replay_frac"])
+    if k == 0:  # no replay: mixed-sequential (the same stage names and recipes, so the same Train runs)
+        return stages
+    (s_name, specialist), (_, general) = stages
+    return [(s_name, specialist), (f"general+replay-{k:g}", general.union(specialist.scaled(k)))]
+
+
+# strategy -> (base recipe, roles, levels) -> the ordered [(stage name, Recipe)]
+TABLE: dict[str, Callable[[Recipe, dict[str, Any], dict[str, Any]], Stages]] = {
+    "multitask": _multitask,
+    "sequential": _sequential,
+    "mixed_sequential": _mixed_sequential,
+    "dmt": _dmt,
+}
+STRATEGIES: tuple[str, ...] = tuple(TABLE)
+
+
+def stage_recipes(content: dict[str, Any]) -> Stages:
     """The ordered (stage name, recipe) list of a cell's strategy."""
     lv = content["levels"]
-    base = base_recipe(content)
     strategy = lv["strategy"]
-    if strategy == "multitask":
-        return [("multitask", base)]
-    roles = content["roles"]
-    spec, gen = list(roles["specialist"]), list(roles["general"])
-    if strategy == "sequential":
-        order = roles.get("order") or spec
-        return [(f"seq-{a}", restrict(base, [a], f"seq-{a}")) for a in order] + [("general", restrict(base, gen, "general"))]
-    specialist = restrict(base, spec, "specialist")
-    general = restrict(base, gen, "general")
-    if strategy == "mixed_sequential" or (strategy == "dmt" and lv["replay_frac"] == 0):
-        return [("specialist", specialist), ("general", general)]
-    if strategy == "dmt":
-        k = float(lv["replay_frac"])
-        return [("specialist", specialist), (f"general+replay-{k:g}", general.union(specialist.scaled(k)))]
-    raise ValueError(f"unknown strategy {strategy!r}")
+    if strategy not in TABLE:
+        raise ValueError(f"unknown strategy {strategy!r}; allowed: {', '.join(STRATEGIES)}")
+    return TABLE[strategy](base_recipe(content), content.get("roles") or {}, lv)

@@ -1,11 +1,12 @@
-"""Fast tests: settings and schedules, the deterministic batch order, strategies as stages."""
+"""Fast tests: settings and schedules, the deterministic batch order, reading packed data.
+
+(Strategies as stages are tested on the live path: tests/study/test_stages.py, tests/study/test_staged_study.py.)"""
 import numpy as np
 import pydantic
 import pytest
 
 from doitray.train import data as D
 from doitray.train.settings import CheckpointPolicy, TrainSettings, lr_factor
-from doitray.train.strategies import expand, run_strategy
 
 
 def test_paper_presets():
@@ -92,40 +93,6 @@ def test_from_batches_accepts_list_and_tensor_columns():
     assert np.array_equal(a.input_ids, b.input_ids) and a.seq_len == 4
     with pytest.raises(ValueError, match="position_ids"):
         D.from_batches([{"input_ids": obj, "labels": obj}])
-
-
-U = lambda xs: "(" + "+".join(xs) + ")"
-S = lambda r, k: f"{k:g}x{r}"
-
-
-def test_strategies_expand():
-    sp = {"math": "M", "code": "C"}
-    assert [(p.name, p.data) for p in expand("multitask", specialists=sp, general="G", union=U)] == \
-        [("multitask", "(C+M+G)")]
-    seq = expand("sequential", specialists=sp, general="G", union=U, order=["math", "code"])
-    assert [p.data for p in seq] == ["M", "C", "G"]
-    assert [p.data for p in expand("mixed_sequential", specialists=sp, general="G", union=U)] == ["(C+M)", "G"]
-    d = expand("dmt", specialists=sp, general="G", union=U, scale=S, k=1 / 4)
-    assert [p.data for p in d] == ["(C+M)", "(G+0.25x(C+M))"]
-    d2 = expand("dmt", specialists=sp, general="G", union=U, scale=S, k=1 / 256)
-    assert d2[0] == d[0] and d2[1] != d[1]           # same stage 1 → same stage key → trained once
-    with pytest.raises(ValueError, match="allowed: multitask"):
-        expand("curriculum", specialists=sp, general="G", union=U)
-    with pytest.raises(ValueError, match="k in"):
-        expand("dmt", specialists=sp, general="G", union=U, scale=S, k=2)
-    with pytest.raises(ValueError, match="permutation"):
-        expand("sequential", specialists=sp, general="G", union=U, order=["math"])
-
-
-def test_run_strategy_chains_init_from():
-    class R:
-        def __init__(self, p):
-            self.final_hf_path = f"/x/{p}"
-
-    seen = []
-    plans = expand("mixed_sequential", specialists={"math": "M"}, general="G", union=U)
-    res = run_strategy(plans, lambda plan, init: (plan.name, init), run=lambda spec: (seen.append(spec), R(spec[0]))[1])
-    assert seen == [("mixed-specialist", None), ("mixed-general", "/x/mixed-specialist")] and len(res) == 2
 
 
 def test_read_packed_list_and_tensor_columns(tmp_path, tok):

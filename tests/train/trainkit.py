@@ -95,30 +95,3 @@ def make_spec(root, tokenizer_dir, packed, **kw):
                 storage_path=str(root / "storage"), cache_dir=str(root / "cache"), num_workers=2)
     base.update(kw)
     return StageSpec(**base)
-
-
-def union_packed(paths: list[str], root) -> str:
-    """A toy 'recipe union' for tests: concatenate packed directories (content-named)."""
-    import hashlib
-    import shutil
-
-    out = Path(root) / ("u-" + hashlib.sha256("|".join(paths).encode()).hexdigest()[:12])
-    if not out.exists():
-        out.mkdir(parents=True)
-        for i, p in enumerate(paths):
-            shutil.copy(Path(p) / "part-0.parquet", out / f"part-{i}.parquet")
-    return str(out)
-
-
-def scale_packed(path: str, k: float, root) -> str:
-    """A toy 'k x recipe' for tests: the first ceil(k * rows) rows."""
-    import math
-
-    import pyarrow.dataset as pads
-
-    t = pads.dataset(path, format="parquet").to_table()
-    out = Path(root) / f"s{k:g}-{Path(path).name}"
-    if not out.exists():
-        out.mkdir(parents=True)
-        pq.write_table(t.slice(0, max(1, math.ceil(k * t.num_rows))), out / "part-0.parquet")
-    return str(out)
