@@ -12,7 +12,7 @@ from fractions import Fraction
 import numpy as np
 import pandas as pd
 
-from doitray.analysis.stats import spearman
+from doitray.analysis.stats import ALPHA, fmt_p, spearman
 
 STAGED = ("sequential", "mixed_sequential", "dmt")
 _STRATEGY_ORDER = {"multitask": 0, "sequential": 1, "mixed_sequential": 2, "dmt": 3}
@@ -76,12 +76,19 @@ class KSweep:
     """The DMT k sweep: scores against the stage-2 replay fraction k (k = 0 is mixed sequential)."""
 
     table: pd.DataFrame = field(repr=False)  # model, k, k_label, panel, role, value, norm
-    summary: list[dict]  # per model and panel: best k, value at k=0, at the smallest k>0, at k=1, ρ with k
+    summary: list[dict]  # per model and panel: best k, value at k=0, at the smallest k>0, at k=1, ρ with k (CI, p)
     reading: list[str]  # plain-language lines
 
 
-def k_sweep(df: pd.DataFrame, specialist: list[str] | None = None, general: list[str] | None = None) -> KSweep:
-    """Scores of DMT cells (and mixed-sequential as k = 0) against k, raw and min–max normalised per panel."""
+K_TREND_RULE = ("trend in k: Spearman ρ of the score with k over the DMT cells (k > 0), permutation p "
+                "(scipy.stats.permutation_test; exact up to 7 levels), Fisher-z 95% CI (Bonett–Wright); 'rises' / 'falls' only when "
+                "p < {alpha:g} (per ability, uncorrected), otherwise 'no significant trend'")
+
+
+def k_sweep(df: pd.DataFrame, specialist: list[str] | None = None, general: list[str] | None = None,
+            alpha: float = ALPHA) -> KSweep:
+    """Scores of DMT cells (and mixed-sequential as k = 0) against k, raw and min–max normalised per panel;
+    the trend with k is tested as ``K_TREND_RULE`` says."""
     cols = ["model", "model_params", "k", "k_label", "panel", "role", "value", "norm"]
     if df.empty or "strategy" not in df:
         return KSweep(pd.DataFrame(columns=cols), [], [])
@@ -114,11 +121,34 @@ def k_sweep(df: pd.DataFrame, specialist: list[str] | None = None, general: list
                "value_k0": float(g.loc[g["k"] == 0, "value"].mean()) if (g["k"] == 0).any() else np.nan,
                "value_min_k": float(pos["value"].iloc[0]) if len(pos) else np.nan,
                "value_max_k": float(pos["value"].iloc[-1]) if len(pos) else np.nan,
-               "rho_k": spearman(pos["k"], pos["value"]) if len(pos) >= 3 else np.nan,
-               "rho_k_with_0": spearman(g["k"], g["value"]) if len(g) >= 3 else np.nan}
+               "alpha": alpha}
+        for key, sub in (("rho_k", pos), ("rho_k_with_0", g)):
+            c = spearman(sub["k"], sub["value"])
+            row.update({key: c.r, f"{key}_ci_low": c.ci_low, f"{key}_ci_high": c.ci_high, f"{key}_p": c.p,
+                        f"{key}_n": c.n})
+        row["trend"] = _trend(row["rho_k"], row["rho_k_p"], alpha)
         summary.append(row)
         reading.append(_read_k(row, pos))
     return KSweep(t, summary, _headlines(summary) + reading)
+
+
+def _trend(rho: float, p: float, alpha: float) -> str:
+    """'rises' / 'falls' when the permutation test rejects no trend at ``alpha``; 'flat' otherwise; 'n/a'."""
+    if not np.isfinite(rho) or not np.isfinite(p):
+        return "n/a"
+    if p < alpha:
+        return "rises" if rho > 0 else "falls"
+    return "flat"
+
+
+def _rho_text(row: dict) -> str:
+    ci = (f"95% CI [{row['rho_k_ci_low']:+.2f}, {row['rho_k_ci_high']:+.2f}]" if np.isfinite(row["rho_k_ci_low"])
+          else "95% CI undefined at |ρ| = 1" if abs(row["rho_k"]) == 1 else "95% CI undefined")
+    return (f"Spearman ρ = {row['rho_k']:+.2f} over {row['rho_k_n']} levels k > 0, {ci}, "
+            f"permutation p = {fmt_p(row['rho_k_p'])}")
+
+
+_TREND_WORDS = {"rises": "rises with k", "falls": "falls with k", "flat": "shows no significant trend in k"}
 
 
 def _headlines(summary: list[dict]) -> list[str]:
@@ -132,10 +162,10 @@ def _headlines(summary: list[dict]) -> list[str]:
         for r in gen:
             parts.append(f"general ability {r['panel']} is highest at k={r['best_k_label']} "
                          f"({'small' if r['best_k'] <= 1 / 16 else 'large'} k)")
-        for r in spec:
-            if not np.isnan(r["rho_k"]):
-                parts.append(f"specialist {r['panel']} {'rises' if r['rho_k'] > 0.3 else 'falls' if r['rho_k'] < -0.3 else 'is flat'} "
-                             f"with k (ρ = {r['rho_k']:+.2f})")
+        for r in gen + spec:
+            if r["trend"] != "n/a":
+                parts.append(f"{'general ability' if r['role'] == 'general' else 'specialist'} {r['panel']} "
+                             f"{_TREND_WORDS[r['trend']]} (ρ = {r['rho_k']:+.2f}, p = {fmt_p(r['rho_k_p'])})")
         if parts:
             lines.append(f"Trade-off ({model}): " + "; ".join(parts) + ".")
     return lines
@@ -145,12 +175,14 @@ def _read_k(row: dict, pos: pd.DataFrame) -> str:
     ks = pos["k"].to_numpy()
     small = pos["k_label"].iloc[0] if len(pos) else "?"
     large = pos["k_label"].iloc[-1] if len(pos) else "?"
-    trend = ("rises with k" if row["rho_k"] > 0.3 else "falls with k" if row["rho_k"] < -0.3 else "is flat in k")
-    if np.isnan(row["rho_k"]):
-        trend = "has too few k levels for a trend"
+    if row["trend"] == "n/a":
+        trend = "has too few k levels for a trend test (k > 0)"
+    else:
+        trend = (f"{_TREND_WORDS[row['trend']]} ({_rho_text(row)} {'<' if row['trend'] != 'flat' else '≥'} "
+                 f"α = {row['alpha']:g})")
     where = ("at small k" if len(ks) and row["best_k"] <= np.median(ks) else "at large k")
-    return (f"{row['model']} {row['panel']} ({row['role']}): {trend} (Spearman ρ = {row['rho_k']:+.2f} over k > 0; "
-            f"k={small}: {row['value_min_k']:.4g} → k={large}: {row['value_max_k']:.4g}); highest at "
+    return (f"{row['model']} {row['panel']} ({row['role']}): {trend}; "
+            f"k={small}: {row['value_min_k']:.4g} → k={large}: {row['value_max_k']:.4g}; highest at "
             f"k={row['best_k_label']} ({row['best_value']:.4g}, {where}); k=0: {row['value_k0']:.4g}")
 
 

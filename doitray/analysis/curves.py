@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.ndimage import gaussian_filter1d
 
-from doitray.analysis.stats import binary_n, bootstrap_draws, gaussian_smooth, item_se, percentile_ci
+from doitray.analysis.stats import Z95, item_se, mean_ci
 
 X_AXES = ("volume", "per_ability", "frac")
 CURVE_COLUMNS = ["panel", "model", "model_params", "construction", "x", "value", "ci_low", "ci_high", "n",
@@ -28,20 +29,22 @@ def scaling_grid(df: pd.DataFrame) -> pd.DataFrame:
     return df[mask] if mask.any() else df
 
 
-def _point(g: pd.DataFrame, n_boot: int, rng: np.random.Generator) -> dict:
+def point_estimate(g: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Score of one design point (its rows are seeds): value, se and 95% CI.
+
+    One row: the evaluator's CI (else a binomial one from ``n``). Several: ``stats.mean_ci`` (a seeded
+    ``scipy.stats.bootstrap`` over the seeds plus the item noise they share).
+    """
     vals = g["value"].to_numpy(float)
+    ses = [item_se(v, n, lo, hi) for v, n, lo, hi in zip(vals, g["n"], g["ci_low"], g["ci_high"])]
     if len(g) == 1:
         r = g.iloc[0]
         lo, hi = r.get("ci_low"), r.get("ci_high")
         if lo is None or hi is None or pd.isna(lo) or pd.isna(hi):
-            se = item_se(vals[0], r.get("n"), None, None)
-            lo, hi = vals[0] - 1.96 * se, vals[0] + 1.96 * se
-        return {"value": float(vals[0]), "ci_low": float(lo), "ci_high": float(hi)}
-    se = np.array([item_se(v, n, lo, hi) for v, n, lo, hi in
-                   zip(vals, g["n"], g["ci_low"], g["ci_high"])])
-    draws = bootstrap_draws(vals, se, np.zeros(len(vals), int), n_boot, rng, binary_n(g))[:, 0]
-    lo, hi = percentile_ci(draws)
-    return {"value": float(vals.mean()), "ci_low": lo, "ci_high": hi}
+            lo, hi = vals[0] - Z95 * ses[0], vals[0] + Z95 * ses[0]
+        return {"value": float(vals[0]), "se": float(ses[0]), "ci_low": float(lo), "ci_high": float(hi)}
+    m, se, lo, hi = mean_ci(vals, ses, n_boot=n_boot, seed=seed)
+    return {"value": m, "se": se, "ci_low": lo, "ci_high": hi}
 
 
 def growth_curves(df: pd.DataFrame, x: str = "volume", panels: list[str] | None = None,
@@ -49,10 +52,12 @@ def growth_curves(df: pd.DataFrame, x: str = "volume", panels: list[str] | None 
                   n_boot: int = 400, seed: int = 0) -> pd.DataFrame:
     """Score vs data quantity, one curve per ``by`` group and panel (ability), seeds averaged.
 
-    ``x`` is the total volume, the per-ability count, or the source fraction. Bands: with one seed the
-    evaluator's item-bootstrap CI; with several, a bootstrap over seeds with item-level noise. With
+    ``x`` is the total volume, the per-ability count, or the source fraction. Bands (``point_estimate``):
+    with one seed the evaluator's item-bootstrap CI; with several, mean ± 1.96·√(SE²(seeds) + SE²(items)),
+    SE(seeds) from a seeded ``scipy.stats.bootstrap`` over the seeds. With
     ``smooth_sigma`` > 0 the ``smoothed`` column holds a Gaussian-smoothed copy of ``value`` (over the
-    ordered points of the curve, as the DoIT plots do with σ = 0.8); ``value`` stays raw.
+    ordered points of the curve, as the DoIT plots do with σ = 0.8; ``scipy.ndimage.gaussian_filter1d``
+    with reflected edges); ``value`` stays raw.
     """
     if x not in X_AXES:
         raise ValueError(f"x must be one of {', '.join(X_AXES)}, got {x!r}")
@@ -61,12 +66,12 @@ def growth_curves(df: pd.DataFrame, x: str = "volume", panels: list[str] | None 
     d = df[df[x].notna() & (pd.to_numeric(df[x], errors="coerce") > 0)]  # log axis: no zero volume
     if panels is not None:
         d = d[d["panel"].isin(panels)]
-    rng = np.random.default_rng(seed)
     rows = []
     keys = ["panel", *by, x]
-    for key, g in d.groupby(keys, sort=True, dropna=False):
+    for i, (key, g) in enumerate(d.groupby(keys, sort=True, dropna=False)):
         k = dict(zip(keys, key))
-        p = _point(g, n_boot, rng)
+        p = point_estimate(g, n_boot, seed + i)
+        p.pop("se")
         rows.append({
             "panel": k["panel"], "model": k.get("model", g["model"].iloc[0] if "model" in g else None),
             "model_params": g["model_params"].iloc[0] if "model_params" in g else np.nan,
@@ -82,8 +87,16 @@ def growth_curves(df: pd.DataFrame, x: str = "volume", panels: list[str] | None 
         gk = ["panel", *by]
         for _, idx in out.groupby(gk, sort=False, dropna=False).groups.items():
             sub = out.loc[idx].sort_values("x")
-            out.loc[sub.index, "smoothed"] = gaussian_smooth(sub["value"].to_numpy(), smooth_sigma)
+            out.loc[sub.index, "smoothed"] = smooth(sub["value"].to_numpy(), smooth_sigma)
     return out.sort_values(["panel", "model_params", "construction", "x"], na_position="last").reset_index(drop=True)
+
+
+def smooth(y, sigma: float) -> np.ndarray:
+    """Gaussian smoothing of an ordered curve (``scipy.ndimage.gaussian_filter1d``, reflected edges, 4σ)."""
+    y = np.asarray(y, float)
+    if sigma <= 0 or len(y) < 2:
+        return y.copy()
+    return gaussian_filter1d(y, sigma, mode="reflect", truncate=4.0)
 
 
 def size_curves(df: pd.DataFrame, x: str = "volume", panels: list[str] | None = None) -> pd.DataFrame:

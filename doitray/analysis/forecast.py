@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from doitray.analysis.curves import scaling_grid
-from doitray.analysis.stats import ols, spearman
+from doitray.analysis.stats import spearman_rho
 
 FORECAST_RULE = ("fit per (ability, construction): score = a + b·log2(volume) + c·log2(parameters) on the cheap "
                  "cells; held out (the expensive corner): the largest model at volumes above the median volume")
@@ -54,7 +54,13 @@ def pairwise_agreement(actual, predicted) -> tuple[int, int]:
 
 def forecast(df: pd.DataFrame, x: str = "volume",
              holdout: Callable[[pd.DataFrame], pd.Series] | None = None) -> Forecast:
-    """Fit on the cheap cells and predict the held-out ones; report the error and decision accuracy."""
+    """Fit on the cheap cells and predict the held-out ones; report the error and decision accuracy.
+
+    The fit is statsmodels OLS; ``ability_spearman`` is a descriptive rank agreement (mean ρ over held-out
+    cells), not a test.
+    """
+    import statsmodels.api as sm
+
     d = scaling_grid(df)
     d = d[d[x].notna() & (d[x] > 0) & d["model_params"].notna() & (d["model_params"] > 0)]
     cols = ["panel", "model", "model_params", "construction", "x", "actual", "predicted", "error", "role"]
@@ -73,7 +79,7 @@ def forecast(df: pd.DataFrame, x: str = "volume",
         use_size = tr["model_params"].nunique() >= 2
         if use_size:
             cols_x.append(np.log2(tr["model_params"].to_numpy(float)))
-        beta, _ = ols(np.column_stack(cols_x), tr["actual"].to_numpy(float))
+        beta = np.asarray(sm.OLS(tr["actual"].to_numpy(float), np.column_stack(cols_x)).fit().params, float)
         Xall = [np.ones(len(g)), np.log2(g["x"].to_numpy(float))]
         if use_size:
             Xall.append(np.log2(g["model_params"].to_numpy(float)))
@@ -86,7 +92,7 @@ def forecast(df: pd.DataFrame, x: str = "volume",
         a, t = pairwise_agreement(g["actual"], g["predicted"])
         ab_agree, ab_total = ab_agree + a, ab_total + t
         if len(g) >= 3:
-            rhos.append(spearman(g["actual"], g["predicted"]))
+            rhos.append(spearman_rho(g["actual"], g["predicted"]))
     for _, g in h.groupby(["panel", "model", "x"], dropna=False):
         a, t = pairwise_agreement(g["actual"], g["predicted"])
         rc_agree, rc_total = rc_agree + a, rc_total + t

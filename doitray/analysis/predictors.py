@@ -14,12 +14,13 @@ Transference (higher = learns more from other abilities' data), from leave-one-a
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from doitray.analysis.stats import ols, pearson, spearman
+from doitray.analysis.stats import Corr, fmt_p, pearson, spearman
 
 COMPLEXITY_KINDS = ("base_score", "answer_length", "answer_steps")
 TRANSFERENCE_KINDS = ("gain", "share")
@@ -76,26 +77,57 @@ def transference_from_loo(per_ability: pd.DataFrame, kind: str = "share", model:
 
 @dataclass
 class PredictorFit:
-    """An OLS fit of sensitivity on per-ability features."""
+    """An OLS fit (statsmodels) of sensitivity on per-ability features, with CIs and p-values.
+
+    ``coef_table``: term, coef, ci_low, ci_high (95%, t), p (two-sided t-test); ``f_pvalue``: the overall
+    F-test of the features; ``spearman`` / ``pearson``: each feature's correlation with the target (``Corr``).
+    """
 
     target: str
     features: list[str]
     coefficients: dict[str, float]  # 'intercept' and one per feature
     r2: float
-    spearman: dict[str, float]  # per feature, with the target
-    pearson: dict[str, float]
-    loo_mae: float  # leave-one-ability-out mean absolute prediction error
-    loo_spearman: float  # rank agreement of the leave-one-out predictions with the truth
-    table: pd.DataFrame = field(repr=False)  # ability, features, target, fitted, loo_pred
+    r2_adj: float
+    f_pvalue: float
+    coef_table: pd.DataFrame = field(repr=False)
+    spearman: dict[str, Corr] = field(default_factory=dict)
+    pearson: dict[str, Corr] = field(default_factory=dict)
+    loo_mae: float = float("nan")  # leave-one-ability-out mean absolute prediction error
+    loo_spearman: Corr | None = None  # rank agreement of the leave-one-out predictions with the truth
+    table: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)  # ability, features, target, fitted, loo_pred
 
     def to_dict(self) -> dict:
         return {"target": self.target, "features": self.features, "coefficients": self.coefficients,
-                "r2": self.r2, "spearman": self.spearman, "pearson": self.pearson, "loo_mae": self.loo_mae,
-                "loo_spearman": self.loo_spearman, "n": int(len(self.table))}
+                "coef_table": self.coef_table.to_dict("records"), "r2": self.r2, "r2_adj": self.r2_adj,
+                "f_pvalue": self.f_pvalue, "spearman": {k: v.to_dict() for k, v in self.spearman.items()},
+                "pearson": {k: v.to_dict() for k, v in self.pearson.items()}, "loo_mae": self.loo_mae,
+                "loo_spearman": self.loo_spearman.to_dict() if self.loo_spearman else None,
+                "n": int(len(self.table))}
+
+    def coef_text(self) -> str:
+        """'complexity +0.0123 [−0.004, 0.029], p = 0.12; …' (intercept left out)."""
+        return "; ".join(f"{r['term']} {r['coef']:+.4g} [{r['ci_low']:+.3g}, {r['ci_high']:+.3g}], p = {fmt_p(r['p'])}"
+                         for r in self.coef_table.to_dict("records") if r["term"] != "intercept")
+
+    def fit_text(self) -> str:
+        """'R² 0.026 (adj. −0.26; F-test p = 0.91, n = 10)'."""
+        return (f"R² {self.r2:.3f} (adjusted {self.r2_adj:+.3f}; F-test of the features p = {fmt_p(self.f_pvalue)}, "
+                f"n = {len(self.table)})")
 
 
-def fit_predictors(target: pd.Series, features: pd.DataFrame, target_name: str = "data_slope") -> PredictorFit:
-    """Fit ``target ~ 1 + features`` over the abilities they share; report R², ρ and leave-one-out error."""
+def _ols(X: np.ndarray, y: np.ndarray):
+    import statsmodels.api as sm
+
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        return sm.OLS(y, X).fit()
+
+
+def fit_predictors(target: pd.Series, features: pd.DataFrame, target_name: str = "data_slope",
+                   seed: int = 0) -> PredictorFit:
+    """Fit ``target ~ 1 + features`` (statsmodels OLS) over the abilities they share; report coefficient CIs
+    and p-values, R² with its F-test, each feature's Pearson and Spearman correlation with the target (CI, p)
+    and the leave-one-ability-out error."""
     feats = features.dropna(axis=1, how="all").copy()
     feats.index = feats.index.astype(str)
     t = target.copy()
@@ -107,16 +139,23 @@ def fit_predictors(target: pd.Series, features: pd.DataFrame, target_name: str =
                          f"have {len(data)}")
     X = np.column_stack([np.ones(len(data)), data[names].to_numpy(float)])
     y = data["target"].to_numpy(float)
-    beta, r2 = ols(X, y)
+    res = _ols(X, y)
+    beta = np.asarray(res.params, float)
+    exact = float(res.ssr) <= 1e-24 * max(1.0, float((y ** 2).sum()))
+    ci = np.asarray(res.conf_int(0.05), float) if not exact else np.column_stack([beta, beta])
+    pv = np.asarray(res.pvalues, float) if not exact else np.where(np.abs(beta) > 1e-12, 0.0, 1.0)
+    terms = ["intercept", *names]
+    coef_table = pd.DataFrame({"term": terms, "coef": beta, "ci_low": ci[:, 0], "ci_high": ci[:, 1], "p": pv})
     loo = np.empty(len(y))
     for i in range(len(y)):
         m = np.arange(len(y)) != i
-        b, _ = ols(X[m], y[m])
-        loo[i] = X[i] @ b
+        loo[i] = X[i] @ np.asarray(_ols(X[m], y[m]).params, float)
     table = data.assign(fitted=X @ beta, loo_pred=loo).rename_axis("ability").reset_index()
     return PredictorFit(
         target=target_name, features=names,
-        coefficients={"intercept": float(beta[0]), **{n: float(b) for n, b in zip(names, beta[1:])}},
-        r2=float(r2), spearman={n: spearman(data[n], y) for n in names},
+        coefficients={n: float(b) for n, b in zip(terms, beta)},
+        r2=float(res.rsquared), r2_adj=float(res.rsquared_adj),
+        f_pvalue=0.0 if exact else float(res.f_pvalue), coef_table=coef_table,
+        spearman={n: spearman(data[n], y, seed=seed) for n in names},
         pearson={n: pearson(data[n], y) for n in names},
-        loo_mae=float(np.mean(np.abs(loo - y))), loo_spearman=spearman(loo, y), table=table)
+        loo_mae=float(np.mean(np.abs(loo - y))), loo_spearman=spearman(loo, y, seed=seed), table=table)

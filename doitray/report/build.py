@@ -10,7 +10,9 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 
 from doitray.analysis import Analysis, analyze, load_results
-from doitray.analysis.sensitivity import DEFAULT_TAU, RESPONSIVE_RULE, reference_construction
+from doitray.analysis.composition import K_TREND_RULE
+from doitray.analysis.sensitivity import reference_construction, rules
+from doitray.analysis.stats import ALPHA, fmt_p
 from doitray.analysis.tables import ability_panels, model_order
 from doitray.console import table as text_table
 from doitray.store import ResultsStore
@@ -103,7 +105,14 @@ def _overview(an: Analysis, title: str) -> str:
             f"{'<ul>' + notes + '</ul>' if notes else ''}</section>")
 
 
+def _ci(lo, hi, scale: float = 100, digits: int = 3) -> str:
+    if pd.isna(lo) or pd.isna(hi):
+        return "–"
+    return f"[{fmt(lo * scale, digits)}, {fmt(hi * scale, digits)}]"
+
+
 def _sensitivity_text_rows(an: Analysis) -> list[dict]:
+    """The key table: every slope and gap with its 95% CI and q-value, the label its test gives."""
     s = an.sensitivity
     if s is None or s.empty:
         return []
@@ -111,12 +120,26 @@ def _sensitivity_text_rows(an: Analysis) -> list[dict]:
     for r in s.to_dict("records"):
         rows.append({
             "rank": "" if pd.isna(r["rank"]) else int(r["rank"]), "ability": r["panel"] + (" (ood)" if r["ood"] else ""),
-            "data pts/2x": fmt(r["data_slope"] * 100, 3),
-            "95% CI": f"[{fmt(r['data_ci_low'] * 100, 3)}, {fmt(r['data_ci_high'] * 100, 3)}]",
-            "size pts/2x": fmt(r["size_gain"] * 100, 3),
-            "saturation": ("not reached" if not r.get("saturated") else fmt(r["saturation_x"])),
-            "cur-syn pts": fmt(r.get("gap", float("nan")) * 100, 3), "label": r["label"]})
+            "data pts/2x": fmt(r["data_slope"] * 100, 3), "data 95% CI": _ci(r["data_ci_low"], r["data_ci_high"]),
+            "data q": fmt_p(r["data_q"]),
+            "size pts/2x": fmt(r["size_gain"] * 100, 3), "size 95% CI": _ci(r["size_ci_low"], r["size_ci_high"]),
+            "size q": fmt_p(r["size_q"]),
+            "cur-syn pts": fmt(r.get("gap", float("nan")) * 100, 3),
+            "gap 95% CI": _ci(r.get("gap_ci_low"), r.get("gap_ci_high")), "gap q": fmt_p(r.get("gap_q")),
+            "saturation": r.get("saturation_note") or "", "label": r["label"]})
     return rows
+
+
+def _predictor_lines(p) -> list[str]:
+    out = [f"Predictors of the data slope (OLS, statsmodels): {p.fit_text()}",
+           f"  coefficients (95% CI, t-test p): {p.coef_text()}"]
+    for f in p.features:
+        out.append(f"  {f}: Spearman {p.spearman[f].text('ρ')}; Pearson {p.pearson[f].text('r')}")
+    loo = p.loo_spearman.text("ρ") if p.loo_spearman is not None else "–"
+    out.append(f"  leave-one-ability-out MAE {p.loo_mae:.4g}; predicted vs actual {loo}")
+    out.append("  Spearman: permutation p (scipy.stats.permutation_test), Fisher-z CI with the Bonett–Wright "
+               "variance; Pearson: t-test p, Fisher-z CI")
+    return out
 
 
 def summary_text(an: Analysis) -> str:
@@ -128,8 +151,9 @@ def summary_text(an: Analysis) -> str:
                    + "; ".join(f"{m['label']} [{m['state']}]" for m in c["missing"][:5]))
     rows = _sensitivity_text_rows(an)
     if rows:
-        out += ["", f"Sensitivity per ability (data axis: {an.x}; {RESPONSIVE_RULE.format(tau=DEFAULT_TAU)})",
-                text_table(rows)]
+        alpha = float(an.sensitivity["alpha"].iloc[0]) if "alpha" in an.sensitivity else ALPHA
+        out += ["", f"Sensitivity per ability (data axis: {an.x}; points per doubling, 95% CIs, q-values)",
+                text_table(rows), "Tests:"] + [f"- {r}" for r in rules(alpha)]
     if len(an.curves) and (an.curves["panel"] == "overall").any():
         o = an.curves[an.curves["panel"] == "overall"]
         best = o.loc[o["value"].idxmax()]
@@ -139,16 +163,15 @@ def summary_text(an: Analysis) -> str:
         out.append(f"Forecast from cheap runs: held-out MAE {f.mae:.4g} over {f.n_heldout} points; ability-order "
                    f"agreement {fmt(f.ability_decisions)}; construction-order agreement {fmt(f.recipe_decisions)}")
     if an.predictor_fit is not None:
-        p = an.predictor_fit
-        out.append(f"Predictors of data slope: R² {p.r2:.3f}; ρ " + ", ".join(f"{k} {v:+.2f}" for k, v in p.spearman.items())
-                   + f"; leave-one-ability-out MAE {p.loo_mae:.4g}")
+        out += _predictor_lines(an.predictor_fit)
     if len(an.transfer.per_ability):
         out += ["", "Transfer (leave-one-ability-out)", text_table(an.transfer.per_ability.round(4).to_dict("records"))]
     if len(an.strategies):
         w = an.strategies.pivot_table(index=["model", "strategy_label"], columns="panel", values="value").reset_index()
         out += ["", "Scores by strategy", text_table(w.round(4).to_dict("records"))]
     if an.k_sweep.reading:
-        out += ["", "DMT k sweep (k = replay fraction of specialist data in stage 2; k=0 = mixed sequential)"]
+        out += ["", "DMT k sweep (k = replay fraction of specialist data in stage 2; k=0 = mixed sequential; "
+                + K_TREND_RULE.format(alpha=ALPHA) + ")"]
         out += [f"- {line}" for line in an.k_sweep.reading]
     if len(an.single_mixed[1]):
         out += ["", "Single vs mixed sources: crossover", text_table(an.single_mixed[1].to_dict("records"))]

@@ -8,41 +8,55 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from doitray.analysis.composition import k_label
-from doitray.analysis.sensitivity import RESPONSIVE_RULE, SATURATION_RULE
+from scipy import stats as st
+
+from doitray.analysis.composition import K_TREND_RULE, k_label
+from doitray.analysis.sensitivity import rules
+from doitray.analysis.stats import ALPHA, fmt_p
 from doitray.report.figures_curves import Figure, _custom, _layout
 from doitray.report.style import Palette, display_name, log_ticks, order_panels, value_scale
 
-LABEL_COLOURS = {"responsive": "#1f77b4", "resistant": "#bbbbbb", "n/a": "#eeeeee"}
+LABEL_COLOURS = {"responsive": "#1f77b4", "not significant": "#bbbbbb", "n/a": "#eeeeee"}
 
 
-def sensitivity_figure(sens: pd.DataFrame, tau: float = 0.01) -> Figure | None:
+def sensitivity_figure(sens: pd.DataFrame) -> Figure | None:
     s = sens[(sens["panel"] != "overall") & sens["data_slope"].notna()].sort_values("data_slope")
     if s.empty:
         return None
+    alpha = float(s["alpha"].iloc[0]) if "alpha" in s else ALPHA
     has_size = s["size_gain"].notna().any()
     fig = make_subplots(rows=1, cols=2 if has_size else 1, shared_yaxes=True, horizontal_spacing=0.04,
                         subplot_titles=["data: points gained per doubling of volume",
                                         "size: points gained per doubling of parameters"][:2 if has_size else 1])
     names = [display_name(p) + (" (OOD)" if o else "") for p, o in zip(s["panel"], s["ood"])]
     fig.add_trace(go.Bar(
-        y=names, x=s["data_slope"] * 100, orientation="h", marker_color=[LABEL_COLOURS[l] for l in s["label"]],
+        y=names, x=s["data_slope"] * 100, orientation="h",
+        marker_color=[LABEL_COLOURS.get(l, "#eeeeee") for l in s["label"]],
         error_x=dict(type="data", symmetric=False, array=(s["data_ci_high"] - s["data_slope"]) * 100,
                      arrayminus=(s["data_slope"] - s["data_ci_low"]) * 100),
-        customdata=_custom(s["label"], s["rank"].fillna(0), s["data_points"]),
-        hovertemplate="%{y}: %{x:.2f} points / doubling (%{customdata[0]}, rank %{customdata[1]})<br>"
-                      "%{customdata[2]} design points<extra></extra>", name="data slope", showlegend=False), 1, 1)
+        customdata=_custom(s["label"], s["rank"].fillna(0), s["data_points"], s["data_ci_low"] * 100,
+                           s["data_ci_high"] * 100, [fmt_p(v) for v in s["data_p"]], [fmt_p(v) for v in s["data_q"]],
+                           s["saturation_note"].fillna("")),
+        hovertemplate="%{y}: %{x:.2f} points / doubling, 95% CI [%{customdata[3]:.2f}, %{customdata[4]:.2f}]<br>"
+                      "one-sided p %{customdata[5]}, BH q %{customdata[6]} → %{customdata[0]} (rank %{customdata[1]})"
+                      "<br>%{customdata[7]}<br>%{customdata[2]} design points<extra></extra>",
+        name="data slope", showlegend=False), 1, 1)
     if has_size:
         fig.add_trace(go.Bar(
             y=names, x=s["size_gain"] * 100, orientation="h", marker_color="#2ca02c",
             error_x=dict(type="data", symmetric=False, array=(s["size_ci_high"] - s["size_gain"]) * 100,
                          arrayminus=(s["size_gain"] - s["size_ci_low"]) * 100),
-            hovertemplate="%{y}: %{x:.2f} points / doubling of parameters<extra></extra>", showlegend=False), 1, 2)
-    fig.add_vline(x=tau * 100, line_dash="dot", line_color="#888", row=1, col=1)
-    _layout(fig, max(380, 230 + 30 * len(s)), "Sensitivity ranking (blue = responsive, grey = resistant)")
+            customdata=_custom(s["size_ci_low"] * 100, s["size_ci_high"] * 100, [fmt_p(v) for v in s["size_p"]],
+                               [fmt_p(v) for v in s["size_q"]]),
+            hovertemplate="%{y}: %{x:.2f} points / doubling of parameters, 95% CI [%{customdata[0]:.2f}, "
+                          "%{customdata[1]:.2f}]<br>two-sided p %{customdata[2]}, BH q %{customdata[3]}<extra></extra>",
+            showlegend=False), 1, 2)
+    fig.add_vline(x=0, line_color="#888", row=1, col=1)
+    _layout(fig, max(380, 230 + 30 * len(s)),
+            f"Sensitivity ranking (blue = responsive: slope > 0 at BH q < {alpha:g}; grey = not significant)")
     fig.update_xaxes(title="score points (of 100) per doubling")
     return Figure("sensitivity", "Sensitivity ranking", fig, sens,
-                  RESPONSIVE_RULE.format(tau=tau) + ". " + SATURATION_RULE + ". Bars show 95% bootstrap CIs.")
+                  "Bars: OLS slopes with 95% t-based CIs; hover for p and q.\n" + "\n".join(f"• {r}." for r in rules(alpha)))
 
 
 def gap_figure(points: pd.DataFrame, pal: Palette) -> Figure | None:
@@ -61,7 +75,9 @@ def gap_figure(points: pd.DataFrame, pal: Palette) -> Figure | None:
             bottom=170)
     fig.update_layout(boxmode="group")
     fig.update_yaxes(title="curated − synthetic (points)")
-    return Figure("gap", "Curated vs synthetic gap", fig, points.drop(columns=["_o", "_p"]))
+    return Figure("gap", "Curated vs synthetic gap", fig, points.drop(columns=["_o", "_p"]),
+                  "One dot per (model, volume); its 95% CI (the two scores' standard errors combined) is in the "
+                  "table. The per-ability mean gap, its paired t-test CI and q are in the sensitivity table.")
 
 
 def transfer_figure(matrix: pd.DataFrame, per_ability: pd.DataFrame) -> Figure | None:
@@ -87,16 +103,21 @@ def predictor_figure(fit) -> Figure | None:
     t = fit.table
     feats = fit.features
     fig = make_subplots(rows=1, cols=len(feats) + 1, subplot_titles=[
-        *(f"{f} (ρ = {fit.spearman[f]:+.2f})" for f in feats), f"fitted vs actual (R² = {fit.r2:.2f})"])
+        *(f"{f} (ρ = {fit.spearman[f].r:+.2f}, p = {fmt_p(fit.spearman[f].p)})" for f in feats),
+        f"fitted vs actual (R² = {fit.r2:.2f}, F-test p = {fmt_p(fit.f_pvalue)})"])
     for i, f in enumerate(feats, start=1):
         fig.add_trace(go.Scatter(x=t[f], y=t["target"] * 100, mode="markers+text", text=t["ability"],
                                  textposition="top center", showlegend=False, marker=dict(size=9),
                                  hovertemplate="%{text}: " + f + " %{x:.3g}, slope %{y:.2f}<extra></extra>"), 1, i)
-        if t[f].nunique() >= 2:
-            b = np.polyfit(t[f], t["target"] * 100, 1)
+        if t[f].nunique() >= 2 and len(t) >= 3:
+            lr = st.linregress(t[f].to_numpy(float), t["target"].to_numpy(float) * 100)
             xs = np.linspace(t[f].min(), t[f].max(), 20)
-            fig.add_trace(go.Scatter(x=xs, y=np.polyval(b, xs), mode="lines", showlegend=False,
-                                     line=dict(color="#888", dash="dash"), hoverinfo="skip"), 1, i)
+            half = st.t.ppf(0.975, len(t) - 2) * lr.stderr
+            fig.add_trace(go.Scatter(
+                x=xs, y=lr.intercept + lr.slope * xs, mode="lines", showlegend=False,
+                line=dict(color="#888", dash="dash"),
+                hovertemplate=f"simple OLS line: {lr.slope:+.3g} [{lr.slope - half:+.3g}, {lr.slope + half:+.3g}] "
+                              f"per unit of {f}, p = {fmt_p(lr.pvalue)}<extra></extra>"), 1, i)
         fig.update_xaxes(title=f, row=1, col=i)
     j = len(feats) + 1
     lim = [min(t["fitted"].min(), t["target"].min()) * 100, max(t["fitted"].max(), t["target"].max()) * 100]
@@ -108,9 +129,13 @@ def predictor_figure(fit) -> Figure | None:
     fig.update_xaxes(title="fitted slope (points / doubling)", row=1, col=j)
     fig.update_yaxes(title="data slope (points / doubling)", row=1, col=1)
     _layout(fig, 460, f"Predictors of data sensitivity (leave-one-ability-out MAE {fit.loo_mae * 100:.2f} points)")
-    coef = ", ".join(f"{k} {v:+.4f}" for k, v in fit.coefficients.items())
+    corr = "; ".join(f"{f}: Spearman {fit.spearman[f].text('ρ')}, Pearson {fit.pearson[f].text('r')}" for f in feats)
+    loo = fit.loo_spearman.text("ρ") if fit.loo_spearman is not None else "–"
     return Figure("predictors", "Complexity and Transference as predictors", fig, t,
-                  f"OLS: slope = {coef}; R² {fit.r2:.3f}; leave-one-ability-out ρ {fit.loo_spearman:+.2f}.")
+                  f"OLS (statsmodels) of the data slope on {', '.join(feats)}: {fit.fit_text()}. Coefficients with "
+                  f"95% CIs and t-test p: {fit.coef_text()}.\nCorrelations with the data slope: {corr} (Spearman: "
+                  "permutation p, Fisher-z CI with the Bonett–Wright variance; Pearson: t-test p, Fisher-z CI; "
+                  f"uncorrected).\nLeave-one-ability-out predictions vs actual: {loo}.")
 
 
 def forecast_figure(fc, pal: Palette) -> Figure | None:
@@ -194,7 +219,8 @@ def k_sweep_figure(ks, pal: Palette) -> Figure | None:
                      "sequential)", row=2, col=1)
     fig.update_yaxes(title="normalised score (0 = worst, 1 = best in sweep)", row=2, col=1)
     _layout(fig, 860, "DMT: specialist vs general ability against the replay fraction k")
-    return Figure("k_sweep", "DMT k sweep", fig, t, "\n".join(ks.reading))
+    rule = K_TREND_RULE.format(alpha=ALPHA)
+    return Figure("k_sweep", "DMT k sweep", fig, t, "\n".join(ks.reading) + "\n" + rule[0].upper() + rule[1:] + ".")
 
 
 def single_mixed_figure(pts: pd.DataFrame, cross: pd.DataFrame, pal: Palette, x_axis: str) -> Figure | None:

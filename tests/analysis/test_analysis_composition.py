@@ -21,16 +21,26 @@ def test_dmt_paper_k_sweep_reading():
     # general ability highest at small k (1/256), lowest at k = 1
     assert s["general"]["best_k"] == pytest.approx(1 / 256)
     assert s["general"]["value_max_k"] == pytest.approx(5.63)
-    assert s["general"]["rho_k"] < -0.5
-    # specialist math rises with k; k = 0 (mixed sequential) is its lowest point
-    assert s["math_en"]["rho_k"] > 0.5
+    # MT-Bench falls monotonically over the five k > 0: ρ = −1, exact two-sided p = 2/5! = 1/60
+    assert s["general"]["rho_k"] == -1 and s["general"]["rho_k_p"] == pytest.approx(2 / 120)
+    assert s["general"]["trend"] == "falls"
+    # GSM8K ranks 1, 2, 3, 5, 4: ρ = 0.9, but 10 of the 120 pairings are as extreme (p = 1/12): with five
+    # levels the paper's "math improves with k" is not significant at 0.05 over k > 0 alone …
+    assert s["math_en"]["rho_k"] == pytest.approx(0.9) and s["math_en"]["rho_k_p"] == pytest.approx(10 / 120)
+    assert s["math_en"]["trend"] == "flat"
+    # … and it is once mixed sequential (k = 0, its lowest point) joins: ρ = 1 − 6·2/210, p = 2·6/720
+    assert s["math_en"]["rho_k_with_0"] == pytest.approx(1 - 12 / 210)
+    assert s["math_en"]["rho_k_with_0_p"] == pytest.approx(12 / 720)
     assert s["math_en"]["value_k0"] == pytest.approx(0.326)
     assert s["math_en"]["best_k_label"] == "1/4"
     t = ks.table
     assert set(t["k_label"]) == {"0", "1/256", "1/64", "1/16", "1/4", "1"}
     assert t.groupby("panel")["norm"].max().eq(1).all() and t.groupby("panel")["norm"].min().eq(0).all()
     text = "\n".join(ks.reading)
-    assert "general (general): falls with k" in text and "math_en (specialist): rises with k" in text
+    assert "general (general): falls with k (Spearman ρ = -1.00 over 5 levels k > 0" in text
+    assert "permutation p = 0.0167 < α = 0.05" in text
+    assert "math_en (specialist): shows no significant trend in k" in text and "p = 0.0833 ≥ α = 0.05" in text
+    assert "95% CI [-0.17, +1.00]" in text  # Fisher z, Bonett–Wright variance, n = 5
 
 
 def test_k_sweep_roles_from_study_file(tmp_path):

@@ -20,9 +20,35 @@ def test_planted_predictor_relation_gives_r2_one():
     assert fit.coefficients["complexity"] == pytest.approx(0.02)
     assert fit.coefficients["transference"] == pytest.approx(-0.03)
     assert fit.loo_mae == pytest.approx(0.0, abs=1e-9)
+    assert fit.f_pvalue == 0.0 and fit.spearman["complexity"].n == len(ABILITIES)
     noisy = target + rng.normal(0, 0.02, len(target))
     fit2 = predictors.fit_predictors(noisy, feats)
     assert fit2.r2 < 0.99 and fit2.loo_mae > 0
+
+
+def test_predictor_fit_by_hand():
+    # the textbook 5-point regression (see test_analysis_stats): slope 0.6, 95% CI 0.6 ± 3.1824·√0.08,
+    # t = 2.1213 on 3 df (p = 0.12403), R² = 0.6 with F = t² (same p); leave-one-out by hand below
+    abil = ["a", "b", "c", "d", "e"]
+    x, y = np.array([1.0, 2, 3, 4, 5]), np.array([2.0, 4, 5, 4, 5])
+    fit = predictors.fit_predictors(pd.Series(y, index=abil), pd.DataFrame({"complexity": x}, index=abil))
+    row = fit.coef_table.set_index("term").loc["complexity"]
+    assert row["coef"] == pytest.approx(0.6) and fit.coefficients["intercept"] == pytest.approx(2.2)
+    assert row["ci_low"] == pytest.approx(0.6 - 3.182446305 * np.sqrt(0.08)) and row["p"] == pytest.approx(0.12403, abs=1e-5)
+    assert fit.r2 == pytest.approx(0.6) and fit.f_pvalue == pytest.approx(row["p"])
+    assert fit.r2_adj == pytest.approx(1 - 0.4 * 4 / 3)
+    assert fit.pearson["complexity"].r == pytest.approx(np.sqrt(0.6))
+    ranks = np.array([1, 2.5, 4.5, 2.5, 4.5])  # y's average ranks (ties at 4 and at 5)
+    assert fit.spearman["complexity"].r == pytest.approx(np.corrcoef(x, ranks)[0, 1])
+    loo = []
+    for i in range(5):
+        m = np.arange(5) != i
+        b = np.sum((x[m] - x[m].mean()) * (y[m] - y[m].mean())) / np.sum((x[m] - x[m].mean()) ** 2)
+        loo.append(y[m].mean() + b * (x[i] - x[m].mean()))
+    assert fit.loo_mae == pytest.approx(np.mean(np.abs(np.array(loo) - y)))
+    d = fit.to_dict()
+    assert d["coef_table"][1]["term"] == "complexity" and d["spearman"]["complexity"]["n"] == 5
+    assert "complexity +0.6 [" in fit.coef_text() and "F-test of the features p = 0.124" in fit.fit_text()
 
 
 def test_fit_needs_enough_abilities():

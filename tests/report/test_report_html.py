@@ -45,6 +45,31 @@ def test_text_summary_key_table(study_store):
     text = text_summary(str(study_store))
     assert "Sensitivity per ability" in text and "responsive" in text
     assert "Forecast from cheap runs" in text and "Transfer (leave-one-ability-out)" in text
+    # every slope and gap carries its CI and q; every label names its test
+    for col in ("data 95% CI", "data q", "size 95% CI", "size q", "gap 95% CI", "gap q", "saturation"):
+        assert col in text
+    assert "one-sided t-test with Benjamini–Hochberg q < 0.05" in text
+    assert "extra-sum-of-squares F-test" in text and "paired t-test" in text
+    # the predictor fit: R² with its F-test, coefficients with CIs and p, correlations with CI and p
+    assert "F-test of the features p =" in text and "coefficients (95% CI, t-test p): complexity" in text
+    assert "complexity: Spearman ρ = " in text and "; Pearson r = " in text
+
+
+def test_sensitivity_numbers_match_the_analysis(study_store):
+    an = _load(str(study_store), n_boot=50)
+    s = an.sensitivity.set_index("panel")
+    labels = set(s["label"])
+    assert labels <= {"responsive", "not significant", "n/a"}
+    # a label is given exactly when the test says so
+    inds = s[(s.index != "overall") & ~s["ood"]]
+    assert ((inds["label"] == "responsive") == ((inds["data_q"] < 0.05) & (inds["data_slope"] > 0))).all()
+    assert inds["data_q"].notna().all() and inds["size_q"].notna().all()
+    assert (s["saturated"] == s["saturation_note"].str.startswith("saturates at")).all()
+    fig = next(f for f in make_figures(an) if f.key == "sensitivity")
+    assert "BH q %{customdata[6]}" in fig.fig.data[0].hovertemplate
+    assert "Benjamini–Hochberg" in fig.caption and "F-test" in fig.caption
+    pred = next(f for f in make_figures(an) if f.key == "predictors")
+    assert "F-test" in pred.caption and "95% CIs and t-test p" in pred.caption and "Bonett–Wright" in pred.caption
 
 
 def test_dmt_paper_k_sweep_report(dmt_paper_store, tmp_path):
@@ -52,9 +77,13 @@ def test_dmt_paper_k_sweep_report(dmt_paper_store, tmp_path):
     assert {"strategy", "k_sweep"} <= set(info.figures)
     text = text_summary(str(dmt_paper_store))
     assert "general ability general is highest at k=1/256 (small k)" in text
-    assert "specialist math_en rises with k" in text
+    # trends are claimed only when the exact permutation test supports them (five k levels > 0)
+    assert "general ability general falls with k (ρ = -1.00, p = 0.0167)" in text
+    assert "specialist math_en shows no significant trend in k (ρ = +0.90, p = 0.0833)" in text
+    assert "Spearman ρ of the score with k" in text  # the test is named
     html = (tmp_path / "dmt.html").read_text(encoding="utf-8")
     assert "general ability general is highest at k=1/256" in html  # the figure's caption
+    assert "permutation p = 0.0167 &lt; α = 0.05" in html
     # the figure: k axis ordered 0, 1/256, …, 1; general peaks at 1/256, math at large k
     an = _load(str(dmt_paper_store), n_boot=50)
     fig = next(f for f in make_figures(an) if f.key == "k_sweep").fig
