@@ -53,6 +53,11 @@ def peak_flops(device: torch.device) -> float | None:
     return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
 
 
+def flops_per_token(n_params: int, config, seq_len: int) -> float:
+    """Training FLOPs per token, as MFU counts them: 6·N for the matmuls, 12·L·h·s for attention."""
+    return 6 * n_params + 12 * config.num_hidden_layers * config.hidden_size * seq_len
+
+
 def make_optimizer(model, s: TrainSettings) -> torch.optim.Optimizer:
     """AdamW with weight decay on matrices only (biases and norms excluded, as HF Trainer does)."""
     decay = [p for p in model.parameters() if p.ndim >= 2]
@@ -121,10 +126,9 @@ def setup(cfg: dict) -> Worker:
     n_params = sum(p.numel() for p in model.parameters())
     opt = make_optimizer(model, s)
     start = _resume_step(model, opt, s)
-    cfg_m = model.config
     return Worker(cfg=cfg, s=s, policy=policy, rank=rank, ws=ws, device=device, model=model, opt=opt, train=train,
                   valid=valid, pad_id=pad_id, tok_dir=tok_dir, export_dtype=export_dtype, start=start,
                   spe=s.steps_per_epoch(len(train)), total=s.total_steps(len(train)), accum=s.accum_steps(ws),
                   setup_s=time.perf_counter() - t_load, data_s=data_s,
-                  flops_per_token=6 * n_params + 12 * cfg_m.num_hidden_layers * cfg_m.hidden_size * s.seq_len,
+                  flops_per_token=flops_per_token(n_params, model.config, s.seq_len),
                   peak_flops=peak_flops(device))
