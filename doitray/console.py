@@ -9,7 +9,11 @@ from typing import Any, Callable
 
 
 class CommandError(Exception):
-    """A user-facing failure: printed as one line, exit status 2."""
+    """An expected, user-facing failure: printed as one line ``<prog>: error: <what> — <fix>``, exit status 2.
+
+    The traceback is shown only with ``--debug``. Lower layers raise subclasses (``store.StorageError``);
+    the commands translate the rest (``doitray.cli.guarded``).
+    """
 
 
 def add_json_flag(p: argparse.ArgumentParser) -> None:

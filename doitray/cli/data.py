@@ -162,6 +162,9 @@ def _sample(args) -> int:
     started = False
     if not ray.is_initialized():
         if os.environ.get("RAY_ADDRESS"):
+            from doitray.cli.job import check_ray_address
+
+            check_ray_address(os.environ["RAY_ADDRESS"], "RAY_ADDRESS")
             ray.init(log_to_driver=False)
         else:
             ray.init(address="local", num_cpus=min(4, os.cpu_count() or 1), include_dashboard=False,

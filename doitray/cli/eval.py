@@ -79,6 +79,9 @@ def cmd_run(args) -> int:
     suites = _suites(args)
     started = False
     if not ray.is_initialized():
+        from doitray.cli.job import check_ray_address
+
+        check_ray_address(args.address, "--address")
         ray.init(address=args.address, num_cpus=args.num_cpus if args.address == "local" else None,
                  include_dashboard=False, log_to_driver=False)
         started = True

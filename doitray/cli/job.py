@@ -6,9 +6,11 @@ Shared by ``python experiments/grid.py`` and ``doitray study run``; it calls bot
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 
+from doitray.console import CommandError
 from doitray.study.spec import StudySpec
 
 LOCAL_DRIVER_SLOTS = 1000  # TRAIN_DRIVER units on a local node: trial drivers never wait for it
@@ -16,6 +18,39 @@ LOCAL_DRIVER_SLOTS = 1000  # TRAIN_DRIVER units on a local node: trial drivers n
 # evaluation replicas need slots while cells' Train workers hold theirs (without them a data
 # pipeline can wait forever for a CPU). Studies bound their cells with `concurrency`.
 LOCAL_SPARE_CPUS = 2
+
+
+def load_spec(path: str, storage: str | None = None, *, unset: list | None = None) -> StudySpec:
+    """A study file as the commands load it: a ``${NAME}`` whose variable is not set is an error naming it and
+    the fields that use it, unless ``unset`` is given to collect them (a plan of the grid alone)."""
+    from doitray.study.spec import load_study, unset_error
+
+    found: list[tuple[str, str]] = []
+    spec = load_study(path, overrides={"storage": storage} if storage else None, unset_env=found)
+    if unset is not None:
+        unset.extend(found)
+    elif found:
+        raise unset_error(str(path), found)
+    return spec
+
+
+def check_ray_address(address: str, origin: str = "--address", timeout: float = 5.0) -> None:
+    """Fail in one line when nothing listens at a ``host:port`` Ray address (``ray.init`` would retry for
+    minutes). ``auto``, ``local`` and addresses without a port are left to ``ray.init``."""
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].split("/", 1)[0]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        why = "timed out" if isinstance(e, TimeoutError) else (e.strerror or str(e)).lower()
+        unset = "unset RAY_ADDRESS" if origin == "RAY_ADDRESS" else "omit --address"
+        raise CommandError(f"no Ray cluster at {origin} {address} ({why}) — start one there (`ray start --head`), "
+                           f"give the address of a running cluster, or {unset} to start a local Ray") from e
 
 
 def connect_ray(address: str | None = None, *, num_cpus: int | None = None) -> str:
@@ -28,9 +63,15 @@ def connect_ray(address: str | None = None, *, num_cpus: int | None = None) -> s
     if ray.is_initialized():
         return "existing"
     env = {"RAY_DATA_DISABLE_PROGRESS_BARS": os.environ.get("RAY_DATA_DISABLE_PROGRESS_BARS", "1")}
+    origin = "--address" if address else "RAY_ADDRESS"
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
+        check_ray_address(address, origin)
+        try:
+            ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
+        except ConnectionError as e:  # e.g. address "auto" with no cluster on this machine
+            raise CommandError(f"no Ray cluster at {origin} {address} ({str(e).split('.')[0]}) — start one "
+                               "(`ray start --head`) or give the address of a running cluster") from e
         return address
     for attempt in range(3):
         try:
@@ -47,6 +88,16 @@ def connect_ray(address: str | None = None, *, num_cpus: int | None = None) -> s
     return "local"
 
 
+def preflight(spec: StudySpec) -> None:
+    """What a run needs before Ray starts: every local data and model path exists, and the storage can be
+    reached and written (one line naming the field or the storage otherwise)."""
+    from doitray.store import ResultsStore
+    from doitray.study.spec import check_paths
+
+    check_paths(spec)
+    ResultsStore(spec.storage).check_writable()
+
+
 def main_run(spec: StudySpec, *, address: str | None = None, retry_failed: bool = False, report: bool = True,
              quiet: bool = False) -> dict:
     """Run the study end to end; returns where its results and report are."""
@@ -56,6 +107,7 @@ def main_run(spec: StudySpec, *, address: str | None = None, retry_failed: bool 
     from doitray.study.runner import run_study
 
     t0 = time.time()
+    preflight(spec)
     where = connect_ray(address)
     ray.data.DataContext.get_current().enable_progress_bars = False
     log = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))

@@ -44,20 +44,28 @@ def _study_parser(ssub, name: str, help: str) -> argparse.ArgumentParser:
     return p
 
 
-def _load(args):
-    from doitray.study.spec import StudyFileError, load_study
+def _load(args, unset: list | None = None):
+    from doitray.cli.job import load_spec
+    from doitray.study.spec import StudyFileError
 
     try:
-        return load_study(args.study, overrides={"storage": args.storage} if args.storage else None)
+        return load_spec(args.study, args.storage, unset=unset)
     except StudyFileError as e:
         raise CommandError(str(e)) from None
 
 
 def _plan(args) -> int:
     from doitray.study.plan import plan_study
+    from doitray.study.spec import unset_error
 
-    spec = _load(args)
+    unset: list[tuple[str, str]] = []
+    spec = _load(args, unset=unset)  # the grid alone needs no paths: an unset variable fails only with data
+    if unset and not args.no_data:
+        raise CommandError(f"{unset_error(args.study, unset)} (or pass --no-data to see the grid alone)")
     plan = plan_study(spec, with_data=not args.no_data)
+    if unset:
+        plan.problems.insert(0, str(unset_error(args.study, unset)).removeprefix(f"{args.study}: ")
+                             + "; until then the cell ids above hold the unexpanded paths")
     emit(args, plan.to_dict(), lambda _: plan.text())
     return 0
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from doitray.models.params import model_params
 from doitray.study.cells import expand_cells
 from doitray.study.prepare import cache_dir, stage_quotas, study_pool
-from doitray.study.spec import StudySpec, memory_fit, tier_settings, training_settings
+from doitray.study.spec import StudySpec, memory_fit, missing_paths, tier_settings, training_settings
 
 A100_BF16_FLOPS = 312e12
 ASSUMED_MFU = 0.40
@@ -104,15 +104,46 @@ def _tokens_per_example(spec: StudySpec, pool) -> tuple[dict[str, float], str]:
     return out, ("measured" if tok is not None else "estimated")
 
 
+def _plan_cache(spec: StudySpec) -> str:
+    """The pool cache of a plan: the run's (``cache_dir``, found without opening the storage) when it can be
+    created, else a node-local folder (a local storage path that is not writable here)."""
+    cache = cache_dir(spec)
+    try:
+        os.makedirs(cache, exist_ok=True)
+        return cache
+    except OSError:
+        return os.path.join(os.path.expanduser("~/.cache/doitray"), spec.name)
+
+
+def _read_pool(spec: StudySpec, problems: list[str]):
+    """The pool, or None with a note in ``problems`` when the sources cannot be read (the grid still prints)."""
+    gone = missing_paths(spec, models=False)
+    if gone:
+        problems.append("data not read, so no token or compute estimates: " + "; ".join(
+            f"{f}: {p} does not exist" for f, p in gone) + " — fix the path (or the variable it is built from), "
+            "or pass --no-data")
+        return None
+    try:
+        return study_pool(spec, _plan_cache(spec))
+    except OSError as e:
+        problems.append(f"data not read, so no token or compute estimates: {e} — check the sources, or pass --no-data")
+        return None
+
+
 def plan_study(spec: StudySpec, *, with_data: bool = True) -> StudyPlan:
-    """The study's plan; with data, the pool is read (cached) and every cell checked against it."""
+    """The study's plan; with data, the pool is read (cached) and every cell checked against it.
+
+    The storage is never opened: a plan needs none of it (the pool is cached where the run will look for it
+    when that folder is local, else in a node-local one).
+    """
     cells = expand_cells(spec)
     pool, per_tok, source, problems = None, {}, "not computed (--no-data)", []
     if with_data:
-        from doitray.store import ResultsStore
-
-        pool = study_pool(spec, cache_dir(spec, ResultsStore(spec.storage)))
-        per_tok, source = _tokens_per_example(spec, pool)
+        pool = _read_pool(spec, problems)
+        if pool is None:
+            source = "not computed (data not read)"
+        else:
+            per_tok, source = _tokens_per_example(spec, pool)
     settings = training_settings(spec.training)
     rows = []
     for c in cells:

@@ -20,16 +20,19 @@ from doitray.study.cells import Cell, expand_cells
 from doitray.study.stages import stage_recipes
 
 
-def cache_dir(spec: StudySpec, store: ResultsStore) -> str:
+def cache_dir(spec: StudySpec, store: ResultsStore | None = None) -> str:
     """Where a study's derived data lives: beside its results locally; a node-local folder otherwise.
 
     With object-store storage every node must see the cache, which needs a shared file system: set
-    ``DOITRAY_CACHE_DIR`` to a path on it (e.g. an NFS mount) on multi-node clusters.
+    ``DOITRAY_CACHE_DIR`` to a path on it (e.g. an NFS mount) on multi-node clusters. Without ``store`` the
+    same folder is derived from ``spec.storage`` alone, without opening the storage (``study plan``).
     """
     if os.environ.get("DOITRAY_CACHE_DIR"):
         return os.path.join(os.environ["DOITRAY_CACHE_DIR"], spec.name)
-    if "://" not in store.uri:
-        return os.path.join(store.root, "cache")
+    uri = store.uri if store is not None else spec.storage
+    if "://" not in uri:
+        root = store.root if store is not None else os.path.abspath(os.path.expanduser(uri)).rstrip("/")
+        return os.path.join(root, "cache")
     return os.path.join(os.path.expanduser("~/.cache/doitray"), spec.name)
 
 

@@ -8,6 +8,7 @@ data (volume larger than the pool) run in ``doitray.study.prepare.check_against_
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -346,12 +347,47 @@ def _expand_env(obj: Any) -> Any:
     return obj
 
 
+_VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+def unset_variables(obj: Any, where: str = "") -> list[tuple[str, str]]:
+    """``(field, NAME)`` for each ``$NAME`` / ``${NAME}`` still in ``obj`` after expansion: NAME is not set."""
+    if isinstance(obj, str):
+        return [(where or "(study)", a or b) for a, b in _VAR.findall(obj)]
+    if isinstance(obj, dict):
+        return [u for k, v in obj.items() if where or k != "description"
+                for u in unset_variables(v, f"{where}.{k}" if where else str(k))]
+    if isinstance(obj, list):
+        return [u for i, v in enumerate(obj) for u in unset_variables(v, f"{where}[{i}]")]
+    return []
+
+
+def unset_error(source: str, unset: list[tuple[str, str]]) -> StudyFileError:
+    """One line naming each unset variable, the fields that use it, and the fix."""
+    fields: dict[str, list[str]] = {}
+    for field, var in unset:
+        fields.setdefault(var, []).append(field)
+    used = "; ".join(f"{v} in {', '.join(f[:3])}" + (f" (+{len(f) - 3} more)" if len(f) > 3 else "")
+                     for v, f in fields.items())
+    plural = len(fields) > 1
+    return StudyFileError(f"{source}: environment variable{'s' if plural else ''} not set: {used} — export "
+                          f"{' '.join(f'{v}=<path>' for v in fields)} (the study file's comments say what "
+                          f"{'each' if plural else 'it'} names) and run again")
+
+
 def parse_study(data: dict[str, Any], *, source: str = "<study>", base_dir: str | None = None,
-                overrides: dict[str, Any] | None = None) -> StudySpec:
-    """Validate a study document; relative local paths are resolved against ``base_dir``."""
+                overrides: dict[str, Any] | None = None,
+                unset_env: list[tuple[str, str]] | None = None) -> StudySpec:
+    """Validate a study document; relative local paths are resolved against ``base_dir``.
+
+    A ``$NAME`` / ``${NAME}`` whose variable is not set stays as written; given a list as ``unset_env``,
+    each is appended to it as ``(field, NAME)`` (the commands turn them into ``unset_error``).
+    """
     if not isinstance(data, dict):
         raise StudyFileError(f"{source}: a study file is a YAML mapping, got {type(data).__name__}")
     data = _expand_env({**data, **(overrides or {})})
+    if unset_env is not None:
+        unset_env.extend(unset_variables(data))
     if base_dir:
         data = _resolve_paths(data, base_dir)
     try:
@@ -387,7 +423,7 @@ def _resolve_paths(data: dict[str, Any], base: str) -> dict[str, Any]:
 
 
 def load_study(path: str | os.PathLike, *, overrides: dict[str, Any] | None = None,
-               base_dir: str | None = None) -> StudySpec:
+               base_dir: str | None = None, unset_env: list[tuple[str, str]] | None = None) -> StudySpec:
     """Read and validate a study YAML file.
 
     Relative paths inside it resolve against ``base_dir`` (default: the current directory, so that
@@ -395,9 +431,39 @@ def load_study(path: str | os.PathLike, *, overrides: dict[str, Any] | None = No
     """
     p = Path(path)
     if not p.is_file():
-        raise StudyFileError(f"study file {path} does not exist")
+        raise StudyFileError(f"study file {path} does not exist — give the path of a study YAML "
+                             "(e.g. experiments/studies/default.yaml)")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise StudyFileError(f"{path}: not valid YAML: {e}") from None
-    return parse_study(data, source=str(path), base_dir=base_dir or os.getcwd(), overrides=overrides)
+    return parse_study(data, source=str(path), base_dir=base_dir or os.getcwd(), overrides=overrides,
+                       unset_env=unset_env)
+
+
+def missing_paths(spec: StudySpec, *, models: bool = True) -> list[tuple[str, str]]:
+    """``(field, path)`` for each local path of ``spec`` that does not exist: the sources, and with ``models``
+    the model, GGUF, tokenizer and suite paths (object-store URIs are read later, not checked here)."""
+    def gone(p: Any) -> bool:
+        return isinstance(p, str) and bool(p) and "://" not in p and not os.path.exists(p)
+
+    out = [(f"sources[{i}].path", s["path"]) for i, s in enumerate(spec.sources) if gone(s.get("path"))]
+    if models:
+        for name, m in spec.models.items():
+            out += [(f"models.{name}.{f}", v) for f, v in (("path", m.path), ("gguf", m.gguf))
+                    if gone(v) and (f == "path" or v.endswith(".gguf"))]
+        if gone(spec.tokenizer.path):
+            out.append(("tokenizer.path", spec.tokenizer.path))
+        out += [(f"evaluation.suites[{i}].path", s["path"]) for i, s in enumerate(spec.evaluation.suites)
+                if isinstance(s, dict) and gone(s.get("path"))]
+    return out
+
+
+def check_paths(spec: StudySpec, *, models: bool = True) -> None:
+    """Fail in one line, naming each field, when a local path the study reads does not exist."""
+    gone = missing_paths(spec, models=models)
+    if gone:
+        raise StudyFileError("; ".join(f"{f}: {p} does not exist" for f, p in gone[:4])
+                             + (f" (+{len(gone) - 4} more)" if len(gone) > 4 else "")
+                             + " — fix the path (or the variable it is built from); data and model paths must be "
+                             "readable from every node")
