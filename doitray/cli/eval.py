@@ -97,7 +97,13 @@ def cmd_run(args) -> int:
 
         os.makedirs(args.out, exist_ok=True)
         pd.DataFrame(res.predictions).to_parquet(os.path.join(args.out, "predictions.parquet"))
-        pd.DataFrame(res.scores).to_parquet(os.path.join(args.out, "scores.parquet"))
+        if not res.failures:  # a failed evaluation stores no scores
+            pd.DataFrame(res.scores).to_parquet(os.path.join(args.out, "scores.parquet"))
+    if res.failures:
+        from doitray.eval.evaluate import EvaluationFailed
+
+        raise CommandError(f"{EvaluationFailed(res.failures)} — see the predictions' error column"
+                           f"{' in ' + args.out if args.out else ''}; fix the engine or the suite and run again")
     cols = ["suite", "split", "ability", "metric", "value", "n", "chance", "ci_low", "ci_high"]
     failed = sum(1 for p in res.predictions if p["error"])
     emit(args, {"scores": res.scores, "failed_items": failed},

@@ -18,7 +18,8 @@ shuts Serve down only if this engine started it.
 
 Truncation: ``max_tokens`` is capped at half of ``max_model_len``; a generation prompt longer than
 ``max_model_len - max_tokens`` keeps its last tokens (the question and the assistant marker); a scored sequence keeps its first ``max_model_len`` tokens (DoIT).
-Both are reported per request (``truncated``).
+Both are reported per request (``truncated``). A reply ``{"error": ...}`` is an engine failure unless it
+says ``"fault": "item"`` (the request itself cannot be answered, e.g. nothing left to score).
 """
 from __future__ import annotations
 
@@ -159,7 +160,8 @@ class VLLMDeployment:
         truncated = len(ids) < len(r["ids"])
         start = int(r["start"])
         if start >= len(ids):
-            return {"error": f"continuation starts at token {start}, beyond the {self.max_model_len - 1}-token limit"}
+            return {"error": f"continuation starts at token {start}, beyond the {self.max_model_len - 1}-token limit",
+                    "fault": "item"}  # the item's own (too long to score), not an engine failure
         sp = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False,
                             output_kind=RequestOutputKind.FINAL_ONLY)
         final = await self._final(ids, sp)

@@ -5,7 +5,15 @@ prompt of every suite concurrently, runs code items in the sandbox, optionally a
 returns ``predictions`` and ``scores`` rows in the results store's schemas. ``evaluate_and_store`` adds
 resume: a (checkpoint, suite, split) whose scores part already exists is skipped.
 
-Semantics: an item the engine or scorer could not handle is kept, scored 0, with its ``error``; the
+Semantics: an item whose own content could not be handled (a prompt that cannot be built, an unknown
+metric, a gold or answer the scorer cannot parse, a sequence too long to score) is kept, scored 0, with
+its ``error``, as DoIT does. An **engine failure** is not the item's fault: an ``engine:``/``judge:``
+error (the replica or the Serve call failed: preemption, CUDA OOM, a dead engine) or an exception from
+the engine handle. A (checkpoint, suite, split) with any engine failure, or with more than
+``MAX_ITEM_ERROR_SHARE`` of its items in error, is a failed part: ``score`` lists it in
+``EvalResult.failures``, and ``evaluate_and_store`` writes nothing for it (neither predictions nor
+scores) and raises ``EvaluationFailed``, so the cell fails visibly and a re-run evaluates the part again
+(resume skips only written parts). A failed evaluation is a visible failure, never a stored zero. The
 per-group value is the true mean over items (not DoIT's halved "average"); ``chance`` is the mean of the
 items' chance levels; ``ci_low``/``ci_high`` are a seeded percentile bootstrap (1000 resamples). Each
 suite also gets an ``overall`` row: the mean over its groups (abilities, or categories for CMMLU).
@@ -37,10 +45,60 @@ class Item:
         return sc.kind if sc else None
 
 
+# More than this share of a part's items in error (item-level errors included) fails the part: beyond a few
+# broken items, errors mean a broken suite, template or scorer, not answers worth storing as zeros.
+MAX_ITEM_ERROR_SHARE = 0.05
+# Error prefixes of engine failures (the serving replica or the call to it failed, not the item).
+ENGINE_ERROR_PREFIXES = ("engine:", "judge:")
+
+
+def is_engine_error(error: str | None) -> bool:
+    """Whether a per-item error is an engine failure (vs. a problem of the item's own)."""
+    return bool(error) and error.startswith(ENGINE_ERROR_PREFIXES)
+
+
+@dataclass
+class PartFailure:
+    """Why one (checkpoint, suite, split) part is not stored."""
+
+    suite: str
+    split: str
+    n_failed: int  # items in error
+    n_engine: int  # of which engine failures
+    n_items: int
+    first_error: str  # the first engine error, else the first error
+
+    def __str__(self) -> str:
+        why = (f"{self.n_engine} engine failure(s)" if self.n_engine
+               else f"more than {MAX_ITEM_ERROR_SHARE:.0%} of the items failed")
+        return (f"{self.suite}/{self.split}: {self.n_failed}/{self.n_items} item(s) failed ({why}); "
+                f"first error: {self.first_error}")
+
+
+class EvaluationFailed(RuntimeError):
+    """Some (checkpoint, suite, split) parts could not be evaluated; nothing was stored for them."""
+
+    def __init__(self, failures: list[PartFailure], checkpoint: str | None = None):
+        self.failures = list(failures)
+        first = self.failures[0]
+        self.suite, self.split, self.n_failed, self.n_items = first.suite, first.split, first.n_failed, first.n_items
+        self.first_error = first.first_error
+        self.checkpoint = checkpoint
+        of = f" of checkpoint {checkpoint}" if checkpoint else ""
+        shown = "; ".join(str(f) for f in self.failures[:3])
+        more = f"; and {len(self.failures) - 3} more part(s)" if len(self.failures) > 3 else ""
+        super().__init__(f"evaluation{of} failed, nothing stored for {shown}{more} "
+                         "(a re-run evaluates these parts again)")
+
+    def __reduce__(self):  # picklable (Ray and Tune ship a trial's exception between processes)
+        return (type(self), (self.failures, self.checkpoint))
+
+
 @dataclass
 class EvalResult:
     predictions: list[dict]
     scores: list[dict]
+    failures: list[PartFailure] = field(default_factory=list)  # parts not to store (see ``evaluate_and_store``)
 
 
 @dataclass
@@ -75,6 +133,22 @@ def _stops(tokenizer: Any, template: Any) -> tuple[list[int], list[str]]:
     return sorted(set(ids)), strings
 
 
+def _ask(fn: Callable, n_requests: int, /, *args, **kw) -> list[dict]:
+    """One engine call for ``n_requests``; an exception or a short answer becomes per-request errors."""
+    try:
+        res = list(fn(*args, **kw))
+    except Exception as e:  # the engine handle itself failed: every request of the call failed
+        return [{"error": f"{type(e).__name__}: {e}"}] * n_requests
+    if len(res) < n_requests:
+        res += [{"error": f"the engine answered {len(res)} of {n_requests} requests"}] * (n_requests - len(res))
+    return res[:n_requests]
+
+
+def _engine_error(r: dict) -> str:
+    """The item error for an engine reply ``r`` with an ``error``: ``item:`` if the engine says it is the item's own."""
+    return f"{'item' if r.get('fault') == 'item' else 'engine'}: {r['error']}"
+
+
 def infer(items: list[Item], engine: Any, tokenizer: Any, template: Any, *, samples: int = 1,
           seed: int = 0) -> list[ModelOutput]:
     """Ask the engine every item (generation or choice scoring), all requests at once per kind."""
@@ -92,10 +166,12 @@ def infer(items: list[Item], engine: Any, tokenizer: Any, template: Any, *, samp
             except Exception as e:
                 outs[i].error = f"prompt: {type(e).__name__}: {e}"
     if seqs:
-        res = engine.score(seqs)
+        res = _ask(engine.score, len(seqs), seqs)
         for i, r in zip(owners, res):
             if "error" in r:
-                outs[i].error = outs[i].error or f"engine: {r['error']}"
+                err = _engine_error(r)
+                if not outs[i].error or (is_engine_error(err) and not is_engine_error(outs[i].error)):
+                    outs[i].error = err  # an engine failure outranks an item-level one
             else:
                 outs[i].choice_losses = (outs[i].choice_losses or []) + [float(r["loss"])]
     # generation, batched by (max_tokens, n)
@@ -118,12 +194,12 @@ def infer(items: list[Item], engine: Any, tokenizer: Any, template: Any, *, samp
         n = samples if it.kind == "code" else 1
         batches.setdefault((mt, n), []).append((i, p, letters))
     for (mt, n), reqs in batches.items():
-        res = engine.generate([p for _, p, _ in reqs], max_tokens=mt, stop_token_ids=stop_ids, stop=stop_strs,
-                              letter_ids=[lt for _, _, lt in reqs], n=n, temperature=0.0 if n == 1 else 0.8,
-                              seed=seed if n > 1 else None)
+        res = _ask(engine.generate, len(reqs), [p for _, p, _ in reqs], max_tokens=mt, stop_token_ids=stop_ids,
+                   stop=stop_strs, letter_ids=[lt for _, _, lt in reqs], n=n, temperature=0.0 if n == 1 else 0.8,
+                   seed=seed if n > 1 else None)
         for (i, _, letters), r in zip(reqs, res):
             if "error" in r:
-                outs[i].error = f"engine: {r['error']}"
+                outs[i].error = _engine_error(r)
                 continue
             o = r["outputs"]
             outs[i].text = o[0]["text"]
@@ -166,8 +242,8 @@ def run_judge(items: list[Item], outs: list[ModelOutput], judge: JudgeConfig, en
     stop_ids, stop_strs = _stops(tok, tmpl)
     prompts = [tmpl.prompt_ids(tok, judge_messages(items[i].rec, outs[i].text or "")) for i in idx]
     with engine_factory(judge.hf_dir, judge.engine_options) as eng:
-        res = eng.generate(prompts, max_tokens=512, stop_token_ids=stop_ids, stop=stop_strs, n=judge.n,
-                           temperature=judge.temperature if judge.n > 1 else 0.0, seed=0)
+        res = _ask(eng.generate, len(prompts), prompts, max_tokens=512, stop_token_ids=stop_ids, stop=stop_strs,
+                   n=judge.n, temperature=judge.temperature if judge.n > 1 else 0.0, seed=0)
     for i, r in zip(idx, res):
         if "error" in r:
             outs[i].error = f"judge: {r['error']}"
@@ -179,7 +255,11 @@ def run_judge(items: list[Item], outs: list[ModelOutput], judge: JudgeConfig, en
 
 def score(items: list[Item], outs: list[ModelOutput], *, cell_id: str, checkpoint: str, stage: int = 0,
           step: int = 0, epoch: float = 0.0, seed: int = 0, judge_id: str | None = None) -> EvalResult:
-    """Per-item prediction rows and per-(suite, group) score rows (plus ``overall`` per suite)."""
+    """Per-item prediction rows and per-(suite, group) score rows (plus ``overall`` per suite).
+
+    ``failures``: the (suite, split) parts with an engine failure or more than ``MAX_ITEM_ERROR_SHARE`` of
+    their items in error (their rows are still returned, for inspection, but must not be stored).
+    """
     preds: list[dict] = []
     per: dict[tuple[str, str], dict[str, list]] = {}
     for it, out in zip(items, outs):
@@ -192,6 +272,14 @@ def score(items: list[Item], outs: list[ModelOutput], *, cell_id: str, checkpoin
                       "error": s.error})
         g = per.setdefault((it.suite.name, it.suite.split), {})
         g.setdefault(it.group, []).append((float(s.score), float(s.chance), metric))
+    failures: list[PartFailure] = []
+    for suite, split in per:
+        errs = [p["error"] for p in preds if p["suite"] == suite and p["split"] == split]
+        failed = [e for e in errs if e]
+        engine_errs = [e for e in failed if is_engine_error(e)]
+        if engine_errs or len(failed) > MAX_ITEM_ERROR_SHARE * len(errs):
+            failures.append(PartFailure(suite, split, len(failed), len(engine_errs), len(errs),
+                                        (engine_errs or failed)[0][:300]))
     rows: list[dict] = []
     for (suite, split), groups in per.items():
         vals = {g: [v for v, _, _ in xs] for g, xs in groups.items()}
@@ -210,7 +298,7 @@ def score(items: list[Item], outs: list[ModelOutput], *, cell_id: str, checkpoin
         rows.append({**base, "ability": "overall", "metric": "mean_over_abilities", "value": sum(means) / len(means),
                      "n": sum(len(x) for x in groups.values()), "chance": sum(chances) / len(chances),
                      "ci_low": ci_all[0], "ci_high": ci_all[1]})
-    return EvalResult(preds, rows)
+    return EvalResult(preds, rows, failures)
 
 
 def evaluate_checkpoint(hf_dir: str, suites: list[Suite], *, template: Any, cell_id: str, checkpoint: str,
@@ -220,7 +308,9 @@ def evaluate_checkpoint(hf_dir: str, suites: list[Suite], *, template: Any, cell
     """Serve ``hf_dir``, evaluate it on ``suites``, tear the deployment down; rows for the results store.
 
     ``template``: a template name or object (the one the checkpoint was trained with). ``engine``: an
-    already running engine to reuse (kept running); otherwise a ``ServeEngine`` is started and closed here.
+    already running engine to reuse (kept running), or any object with the same ``generate``/``score``
+    methods; otherwise a ``ServeEngine`` is started and closed here. Failed parts are listed in the
+    result's ``failures`` (this function does not raise for them; ``evaluate_and_store`` does).
     """
     from transformers import AutoTokenizer
 
@@ -250,16 +340,23 @@ def evaluate_and_store(store: Any, hf_dir: str, suites: list[Suite], **kw) -> Ev
     """``evaluate_checkpoint`` on the suites not yet scored in ``store`` (a ``ResultsStore``); writes parts.
 
     Predictions and scores are written per (checkpoint, suite, split), predictions first, so a crash leaves a
-    suite either fully scored or to be redone.
+    suite either fully scored or to be redone. A failed part (engine failure, or more than
+    ``MAX_ITEM_ERROR_SHARE`` of its items in error) gets nothing written; the healthy parts are written,
+    then ``EvaluationFailed`` is raised, and a later call evaluates the failed parts again.
     """
     todo = [s for s in suites if not store.has_part("scores", suite_key(kw["cell_id"], kw["checkpoint"], s))]
     if not todo:
         return EvalResult([], [])
     res = evaluate_checkpoint(hf_dir, todo, **kw)
+    failed = {(f.suite, f.split) for f in res.failures}
     for s in todo:
+        if (s.name, s.split) in failed:
+            continue
         key = suite_key(kw["cell_id"], kw["checkpoint"], s)
         store.write("predictions", key, [p for p in res.predictions if p["suite"] == s.name and p["split"] == s.split])
         store.write("scores", key, [r for r in res.scores if r["suite"] == s.name and r["split"] == s.split])
+    if res.failures:
+        raise EvaluationFailed(res.failures, kw["checkpoint"])
     return res
 
 
