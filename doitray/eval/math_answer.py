@@ -8,21 +8,25 @@ Extraction follows DoIT's ``parse_utils`` order, plus GSM8K's ``#### n``:
 4. else "The answer is X" (at the end of a line);
 5. else the last one-line ``$…$`` (right-hand side of ``=``);
 6. else a short bare answer (a number, ``a/b``, ``sqrt(..)``, a tuple, a comma list, a letter, arithmetic) as is;
-7. else the right-hand side of an ``=`` on the last line when it is a short expression, else the last number;
+7. else the right-hand side of an ``=`` on the last line when it is a short expression or plain arithmetic, else
+   the last number or fraction (``(11/15)`` whole);
 8. ``或`` ("or") becomes ``, `` and ``$`` is dropped.
 
 Equivalence is Hendrycks-MATH's string normalisation (``\\frac``, ``\\sqrt``, units, spaces, ``tfrac``,
-``\\left``…) and, beyond it, numeric comparison of values that parse as numbers (``\\frac{1}{2}`` =
-``0.5`` = ``1/2`` = ``50%``; thousands separators; a trailing unit word such as ``元`` or ``dollars``;
-plain arithmetic such as ``2010-1000+2`` and Ape210K mixed numbers ``14(1/2)`` evaluated exactly).
+``\\left``…) and, beyond it, exact numeric comparison (no tolerance: 111111112 is not 111111111) of values that
+parse as numbers (``\\frac{1}{2}`` = ``0.5`` = ``1/2`` = ``50%``; thousands separators; a trailing unit word such
+as ``元`` or ``dollars``; plain arithmetic such as ``2010-1000+2`` or ``(585-265)/(82-78)`` and Ape210K mixed
+numbers ``14(1/2)`` evaluated exactly).
 """
 from __future__ import annotations
 
 import re
 from fractions import Fraction
 
-_NUM = r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+"
-_NUM_RE = re.compile(_NUM)
+# the last-number fallback: a fraction "(11/15)" / "11/15" counts whole, and a minus right after a digit or ")"
+# is subtraction, not a sign ("(82-78)" holds no -78)
+_NUM_RE = re.compile(r"\(\s*-?\d+(?:\.\d+)?\s*/\s*\d+(?:\.\d+)?\s*\)"
+                     r"|(?:(?<![\d)])-)?(?:\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?|\.\d+)")
 _SIMPLE = re.compile(
     r"^\s*(?:[A-Fa-f]|[-+]?\d[\d,]*(?:\.\d+)?%?|[-+]?\d+\s*/\s*\d+|\(?-?\d+(?:\.\d+)?\s*/\s*\d+\)?"
     r"|-?\d*\s*sqrt\(?\d+\)?|\\?sqrt\{?\d+\}?|[\(\[]\s*-?[\d./]+(?:\s*,\s*-?[\d./]+)+\s*[\)\]]"
@@ -224,6 +228,18 @@ def _eval_arith(t: str) -> Fraction | None:
         return None
 
 
+def _wrapped(t: str) -> bool:
+    """Whether one bracket pair encloses all of ``t`` ("(5/4)", not "(585-265)/(82-78)")."""
+    if t[0] + t[-1] not in ("()", "{}"):
+        return False
+    depth = 0
+    for i, c in enumerate(t):
+        depth += (c == t[0]) - (c == t[-1])
+        if depth == 0 and i < len(t) - 1:
+            return False
+    return True
+
+
 def _to_number(s: str) -> Fraction | None:
     """``s`` as an exact number when it spells one (decimals, a/b, \\frac{a}{b}, percent, a unit tail)."""
     t = s.strip().replace("$", "").replace("\\!", "").replace(" ", "")
@@ -233,7 +249,7 @@ def _to_number(s: str) -> Fraction | None:
         if t2 and t2 != t and re.search(r"\d", t2):
             t = t2
     t = t.rstrip("。.．")
-    if len(t) > 2 and t[0] in "({" and t[-1] in ")}":
+    if len(t) > 2 and _wrapped(t):
         t = t[1:-1]
     pct = t.endswith("%") or t.endswith("\\%")
     t = t.rstrip("%").rstrip("\\")
@@ -268,8 +284,4 @@ def is_equiv(pred: str | None, gold: str | None) -> bool:
     except Exception:  # malformed LaTeX: fall through to numeric comparison
         pass
     x, y = _to_number(a), _to_number(b)
-    if x is None or y is None:
-        return False
-    if x == y:
-        return True
-    return abs(float(x) - float(y)) <= 1e-6 * max(1.0, abs(float(y)))
+    return x is not None and x == y  # exact: 111111112 is not 111111111

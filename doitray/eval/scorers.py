@@ -5,17 +5,19 @@ generation budget and its chance level; the engine requests, the sandbox and jud
 an ability may name (``METRICS``, ``check_metric``) are all derived from it.
 
 Which scorer an item gets (``item_metric``): ``meta["metric"]`` when set, else its ability's metric;
-the per-item metrics ``choice_tf`` / ``choice_cloze`` (``PER_ITEM``) give ``choice`` when the gold is one
-letter, else ``tf`` / ``cloze``.
+the per-item metrics ``choice_tf`` / ``choice_cloze`` (``PER_ITEM``) give ``choice`` when the gold is a letter
+A–D (or an offered option), else ``tf`` / ``cloze`` (so a true/false gold ``F`` or ``X`` is true/false).
 
-- ``choice``  single answer. A reply that is one letter (``B``, ``(B)``, ``B.``) is taken as is; otherwise
-  the log-probabilities of the letters at the *first* answer token decide (DoIT used the last generation
-  step — a known divergence); with no logits, an explicit "答案是B" / "answer is B" / "B. <option>" is
-  taken; anything else is wrong. Chance 1/number of options (counted in the question, default 4).
+- ``choice``  single answer. A one-character reply is the answer as written (``B``; ``b``, ``E``, ``甲`` are
+  wrong), as is one letter in brackets or with punctuation (``(B)``, ``B.``); otherwise the log-probabilities
+  of the offered letters at the *first* answer token decide (DoIT used the last generation step — a known
+  divergence of the engine, not of this scorer); with no logits, an explicit "答案是B" / "answer is B" /
+  "B. <option>" is taken; anything else is wrong. Chance 1/number of options (``options_in``, default 4).
 - ``tf``      true/false: 正确/对/T/True/√/✓/V vs 错误/错/不对/不正确/F/False/×/✗/X; only-true → T,
   only-false → F, both or neither → wrong (DoIT). English words count only as whole words. Chance 1/2.
-- ``cloze``   exact match of the first CJK span of the reply with the gold's. Chance 0.
-- ``multi_choice`` letter set on the last non-empty line equals the gold set; chance 1/C(n, |gold|).
+- ``cloze``   the first CJK span of the reply equals the gold, punctuation around either ignored. Chance 0.
+- ``multi_choice`` letter set on the last non-empty line (runs of A–F outside Latin words, "答案是AC" included)
+  equals the gold set; chance 1/C(n, |gold|).
 - ``math``    final answer (``math_answer.extract_answer``) equivalent to the gold's; chance 0.
 - ``gsm8k``   as ``math`` with GSM8K's ``#### n`` gold; chance 0.
 - ``exact``   final answer string equal after normalisation; chance 0.
@@ -23,6 +25,10 @@ letter, else ``tf`` / ``cloze``.
   (DoIT's ``min(ppl) == ppl[0]``); chance 1/number of choices.
 - ``code_exec`` pass@k over the sandbox outcomes of the samples (unbiased estimator); chance 0.
 - ``judge``   mean judge rating / 10 over the judgments; chance 0.
+
+Where these scorers knowingly differ from DoIT's released scorer (``evaluate/utils.py``, ``parse_utils.py``,
+``math_equivalence.py``) is ``DOIT_DIFFERENCES``, listed here; ``tests/eval/test_doit_conformance.py`` runs both
+on the same responses and fails on any difference not in it:
 """
 from __future__ import annotations
 
@@ -72,18 +78,63 @@ def meta_of(rec: dict) -> dict:
         return {}
 
 
+# --- declared differences from DoIT's released scorer (appended to the module docstring) ---------------
+DOIT_DIFFERENCES: dict[str, str] = {
+    "choice_bracketed_letter": "choice: one letter in brackets or with punctuation (``(B)``, ``B.``, ``B。``) is "
+                               "that letter; DoIT reads the logits for any reply longer than one character.",
+    "choice_offered_letters": "choice: the logits are compared over the offered letters only (a 3-option item "
+                              "never answers D); DoIT takes the argmax over A–D.",
+    "chance_one_third": "choice: a 3-option item's chance is 1/3; DoIT writes 0.33.",
+    "tf_whole_words": "tf: English true/false words count only as whole words (``true``, ``False``); DoIT finds "
+                      "T/F/V/X inside any word (\"The statement is false\" is true for it).",
+    "tf_negation": "tf: 不对 / 不正确 are false; DoIT counts the 对 / 正确 inside them as true.",
+    "tf_not_tf_words": "tf: 对于, 对应, 针对, 相对, 面对, 对方, 对比, 绝对 are no true-word (\"对于…错误\" is false); "
+                       "DoIT sees both a true and a false word.",
+    "tf_marks": "tf: ✓/✔ and ✗/✘ count as true and false, besides DoIT's √ and ×.",
+    "multi_latin_words": "multi_choice: capitals inside Latin words are no answer letters (the A of \"Answer: C\"); "
+                         "DoIT reads every A–F on the line.",
+    "cloze_punctuation": "cloze: punctuation around the answer is ignored on both sides (\"湖畔诗人。\", "
+                         "\"“湖畔诗人”\" for 湖畔诗人; gold 《丽人行》); DoIT compares the reply's first CJK span "
+                         "plus the punctuation after it with the raw gold.",
+    "math_worked_gold": "math: a worked gold (\"98+30=128\") is reduced to its final answer; DoIT compares the "
+                        "reply's final answer with the whole line, which no reply can match.",
+    "math_letter_answer": "math: a letter answer (AGIEval items, \"答案是A\", \"ACD\") is read; DoIT reads only numbers "
+                          "outside ``$…$`` / ``\\boxed``.",
+    "math_numeric_value": "math: the same number written differently is equal (``11/15`` = ``(11/15)``, "
+                          "``\\frac{5}{4}`` = ``1.25``, ``93.75%`` = ``93.75\\%`` = ``0.9375``, ``1,065`` = ``1065``, "
+                          "``12元`` = ``12``), exactly; DoIT compares normalised strings (and cannot match "
+                          "``(11/15)`` with itself, reading 15).",
+    "math_bare_percent": "math: a bare ``%`` is dropped like ``\\%`` when comparing strings (\"93.75\" for a gold "
+                         "\"93.75%\"); DoIT drops only ``\\%``.",
+    "math_arithmetic": "math: a final answer that is plain arithmetic (``x=(585-265)/(82-78)``) is evaluated "
+                       "exactly; DoIT compares the expression's text.",
+}
+__doc__ += "".join(f"\n- ``{name}``: {what}" for name, what in DOIT_DIFFERENCES.items()) + "\n"
+
+
 # --- parsing ---------------------------------------------------------------------------------
+# a line opening with a letter and a separator; "F、G、H、J是…" (a list of letters) is no option
+_OPTION_LINE = re.compile(r"(?:^|\n)\s*([A-F])\s*(?:[.．:：)]|[、,，](?!\s*[A-Z]\s*[、,，]))")
+
+
 def options_in(rec: dict) -> list[str]:
-    """Option letters written in the last user turn (``\\nA. …``)."""
+    """Option letters written in the last user turn (``\\nA. …``): the run A, B, C… that all occur (at least two),
+    so a stem line opening with another letter ("F、G、H是…", "A、B两地…") adds none."""
     users = [m["content"] for m in rec["messages"] if m["role"] == "user"]
-    text = users[-1] if users else ""
-    found = re.findall(r"(?:^|\n)\s*([A-F])\s*[.．、:：)]", text)
-    return sorted(set(found))
+    found = set(_OPTION_LINE.findall(users[-1] if users else ""))
+    run = 0
+    while run < len(LETTERS) and LETTERS[run] in found:
+        run += 1
+    return list(LETTERS[:run]) if run >= 2 else []
+
+
+def _one_char(text: str) -> str:
+    return re.sub(r"^[\s(（\[【]+|[\s)）\]】.。．、:：,，]+$", "", text or "")
 
 
 def parse_letter_text(text: str, letters: str = "ABCD") -> str | None:
     """The letter when the whole reply is one letter (brackets/punctuation allowed), else ``None``."""
-    t = re.sub(r"^[\s(（\[【]+|[\s)）\]】.。．、:：,，]+$", "", text or "")
+    t = _one_char(text)
     return t if len(t) == 1 and t in letters else None
 
 
@@ -101,10 +152,11 @@ def parse_letter_loose(text: str, letters: str = "ABCD") -> str | None:
 
 def parse_choice(text: str | None, letter_logprobs: dict[str, float] | None,
                  letters: str = "ABCD") -> tuple[str | None, str]:
-    """(letter, how): how is ``text`` | ``logits`` | ``loose`` | ``none``."""
-    lt = parse_letter_text(text or "", letters)
-    if lt:
-        return lt, "text"
+    """(letter, how): how is ``text`` | ``logits`` | ``loose`` | ``none``. A one-character reply is the answer as
+    written, like DoIT's: ``b``, ``E`` or ``甲`` is wrong, whatever the logits say."""
+    t = _one_char(text or "")
+    if len(t) == 1:
+        return (t, "text") if t in letters else (None, "none")
     if letter_logprobs:
         cand = {k: v for k, v in letter_logprobs.items() if k in letters and v is not None}
         if cand:
@@ -146,15 +198,19 @@ def first_cjk_span(text: str | None) -> str | None:
     return m.group(0) if m else None
 
 
+def strip_punct(text: str | None) -> str:
+    """``text`` without the spaces and punctuation around it (《鲁鲁》 → 鲁鲁)."""
+    return re.sub(r"^[\W_]+|[\W_]+$", "", text or "")
+
+
 def parse_letter_set(text: str | None, letters: str = LETTERS) -> frozenset[str]:
-    """Letters on the last non-empty line ("ACD", "A, C", "选A和C")."""
+    """Letters on the last non-empty line ("ACD", "A, C", "选A和C", "答案是AC"): every run of answer letters not
+    inside a Latin word (the A of "Answer" is none; letters glued to Chinese text are)."""
     lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
     if not lines:
         return frozenset()
-    line = lines[-1]
-    if re.fullmatch(rf"[{letters}\s,，、;；.。和及/]+", line):
-        return frozenset(c for c in line if c in letters)
-    return frozenset(re.findall(rf"(?<![A-Za-z])[{letters}](?![A-Za-z])", line))
+    runs = re.findall(rf"(?<![A-Za-z])[{letters}]+(?![A-Za-z])", lines[-1])
+    return frozenset("".join(runs))
 
 
 # --- metric resolution --------------------------------------------------------------------------
@@ -165,8 +221,15 @@ def item_metric(rec: dict) -> str:
     if not metric:
         metric = abilities.get(rec["ability"]).metric if abilities.is_known(rec["ability"]) else "exact"
     if metric in PER_ITEM:
-        return "choice" if parse_letter_text(gold_text(rec).strip(), LETTERS) else PER_ITEM[metric]
+        return "choice" if _is_choice_gold(rec) else PER_ITEM[metric]
     return metric
+
+
+def _is_choice_gold(rec: dict) -> bool:
+    """A per-item gold is a choice letter when it is A–D or an offered option; ``F``/``T``/``X``/``V`` are
+    otherwise true/false words (DoIT: ``label in ['A','B','C','D']``)."""
+    g = parse_letter_text(gold_text(rec).strip(), LETTERS)
+    return g is not None and (g in "ABCD" or g in options_in(rec))
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -225,11 +288,10 @@ def _chance_multi(rec: dict) -> float:
 
 # --- scorers (the chance level is filled in by score_item) ---------------------------------------
 def _choice(rec, out, gold, k):
-    letters = "".join(options_in(rec)) or "ABCD"
-    letters = "".join(sorted(set(letters) | ({gold.strip()} if parse_letter_text(gold, LETTERS) else set())))
     g = parse_letter_text(gold, LETTERS)
     if g is None:
         return ItemScore(0.0, None, gold, error=f"gold {gold!r} is not a single letter")
+    letters = "".join(sorted(set(options_in(rec) or "ABCD") | {g}))
     if meta_of(rec).get("choice_mode") == "logits" and out.letter_logprobs:  # CMMLU/AGIEval: next-token argmax
         pred, how = parse_choice("", out.letter_logprobs, letters)
     else:
@@ -247,8 +309,8 @@ def _tf(rec, out, gold, k):
 
 
 def _cloze(rec, out, gold, k):
-    g = first_cjk_span(gold) or gold.strip()
-    p = first_cjk_span(out.text) or (out.text or "").strip()
+    g = strip_punct(gold)
+    p = first_cjk_span(out.text) or strip_punct(out.text)
     return ItemScore(float(p == g), p, g)
 
 

@@ -54,6 +54,29 @@ def test_choice_letter_in_a_sentence_without_logits_needs_an_explicit_statement(
     assert parse_choice("Both A and B", None) == (None, "none")
 
 
+def test_choice_one_character_reply_is_the_answer_as_written_like_doit():
+    r = rec("biology", Q4, "B")
+    lp = {"A": -3.0, "B": -0.1, "C": -2.0, "D": -4.0}
+    assert sc(r, "B", letter_logprobs=lp).score == 1.0
+    for text in ("b", "E", "甲"):  # not an offered letter: wrong, whatever the logits say
+        s = sc(r, text, letter_logprobs=lp)
+        assert s.score == 0.0 and s.parsed is None
+
+
+def test_options_in_ignores_a_stem_line_opening_with_letters():
+    from doitray.eval.scorers import options_in
+
+    q = ("F、G、H、J是大学同学，都考研了，最后只有一个人考上了。\n由此可以推断出以下哪项是假的？\n"
+         "A. J没有娶外国人\nB. F考上了研究生\nC. G成了作曲家\nD. H当了公务员")
+    r = rec("reasoning", q, "B")
+    assert options_in(r) == ["A", "B", "C", "D"]
+    assert sc(r, "B").chance == 0.25
+    # the logits are read over A–D only: a stray F cannot win
+    assert sc(r, "我选B", letter_logprobs={"A": -3.0, "B": -0.5, "C": -2.0, "D": -4.0, "F": -0.1}).score == 1.0
+    assert options_in(rec("math", "A、B两地相距950米，甲、乙两人同时由A出发", "(5/4)")) == []
+    assert options_in(rec("biology", "题\nA. B、C都对\nB. 甲\nC. 乙", "A")) == ["A", "B", "C"]
+
+
 def test_choice_chance_follows_number_of_options():
     assert sc(rec("understanding", Q3, "B"), "B").chance == pytest.approx(1 / 3)
     # a letter outside the listed options is not an answer
@@ -74,6 +97,15 @@ def test_choice_logits_mode_uses_argmax_even_when_text_is_a_letter():
                                        ("The statement", None), ("", None), ("对于这个问题，错误", "F")])
 def test_parse_tf(text, want):
     assert parse_tf(text) == want
+
+
+def test_tf_item_whose_gold_is_F_is_true_false_not_multiple_choice():
+    for gold in ("F", "X", "T", "V"):
+        r = rec("history", "秦始皇统一了六国。", gold)
+        assert item_metric(r) == "tf"
+        s = sc(r, "错" if gold in "FX" else "对")
+        assert s.score == 1.0 and s.chance == 0.5
+    assert sc(rec("history", "秦始皇统一了六国。", "F"), "对").score == 0.0
 
 
 def test_tf_items_ambiguous_is_wrong():
@@ -98,6 +130,10 @@ def test_cloze_first_cjk_span():
     assert sc(r, "  鸟  ").score == 1.0
     assert sc(r, "虫").score == 0.0
     assert sc(r, "鸟").chance == 0.0
+    title = rec("chinese", "杜甫的诗____（填空）", "《丽人行》")  # punctuation around the gold is no part of it
+    assert sc(title, "《丽人行》").score == 1.0 and sc(title, "“丽人行”。").score == 1.0
+    clause = rec("chinese", "____", "阳光愈是炽热，它开得愈是艳丽。")
+    assert sc(clause, "阳光愈是炽热").score == 0.0  # the first clause is not the whole gold
 
 
 # --- multi-answer (ethics) -----------------------------------------------------------------------------
@@ -112,6 +148,15 @@ def test_multi_choice_set_equality_and_chance():
     assert sc(r, "AC").chance == pytest.approx(1 / math.comb(4, 2))
     assert sc(rec("ethics", Q4, "B"), "B").chance == pytest.approx(1 / 4)
     assert parse_letter_set("I choose A and D") == frozenset("AD")
+    assert parse_letter_set("Answer: C") == frozenset("C")  # the A of "Answer" is no answer letter
+
+
+def test_multi_choice_letters_glued_to_text():
+    assert parse_letter_set("答案是AC") == frozenset("AC")
+    assert parse_letter_set("选BCD") == frozenset("BCD")
+    assert sc(rec("ethics", Q4, "AC"), "答案是AC").score == 1.0
+    assert sc(rec("ethics", Q4, "BCD"), "选BCD").score == 1.0
+    assert sc(rec("ethics", Q4, "BCD"), "选BC").score == 0.0
 
 
 # --- math ------------------------------------------------------------------------------------------------
@@ -138,9 +183,30 @@ def test_is_equiv_true(a, b):
     assert is_equiv(a, b)
 
 
-@pytest.mark.parametrize("a,b", [("\\frac{1}{3}", "0.33"), ("2", "3"), ("x", "y"), (None, "1"), ("1,2", "12")])
+@pytest.mark.parametrize("a,b", [("\\frac{1}{3}", "0.33"), ("2", "3"), ("x", "y"), (None, "1"), ("1,2", "12"),
+                                 ("111111112", "111111111"), ("50.0000001", "50")])
 def test_is_equiv_false(a, b):
     assert not is_equiv(a, b)
+
+
+def test_bracketed_fraction_ending_a_sentence_is_read_whole():
+    assert extract_answer("所以一共是(11/15)。") == "(11/15)"
+    r = rec("math", "求值", "……", answer="(11/15)")
+    assert sc(r, "所以一共是(11/15)。").score == 1.0
+    assert sc(r, "所以一共是(11/16)。").score == 0.0
+
+
+def test_equation_with_bracketed_arithmetic_is_evaluated_not_read_as_its_last_number():
+    assert extract_answer("x=(585-265)/(82-78)") != "-78"
+    r = rec("math", "求值", "……", answer="80")
+    assert sc(r, "x=(585-265)/(82-78)").score == 1.0
+    assert sc(rec("math", "求值", "……", answer="-78"), "x=(585-265)/(82-78)").score == 0.0
+
+
+def test_numbers_are_compared_exactly():
+    r = rec("math", "求值", "……", answer="111111111")
+    assert sc(r, "111111112").score == 0.0
+    assert sc(r, "111,111,111").score == 1.0
 
 
 def test_math_item_boxed_frac_vs_decimal_gold():
