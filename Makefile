@@ -12,7 +12,7 @@ TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
 STUDY ?= experiments/studies/default.yaml
 
-.PHONY: install demo test clean
+.PHONY: install demo test clean sandbox-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,20 @@ $(STAMP): $(BIN)/python pyproject.toml Makefile
 	$(BIN)/python -c "import transformers, vllm, ray, torch; print('doitray env ok: torch', torch.__version__, 'ray', ray.__version__, 'vllm', vllm.__version__)"
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) sandbox-deps
+
+# The code sandbox (doitray.eval.sandbox) needs bubblewrap (and util-linux's setpriv, its fallback). Installed with
+# apt-get when root; otherwise printed, and code suites are refused until it is there (or explicitly allowed).
+sandbox-deps:
+	@if ! command -v bwrap >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap util-linux >/dev/null) \
+	      || echo "bubblewrap could not be installed: code suites will be refused (see cluster/README.md)"; \
+	  else \
+	    echo "install bubblewrap for the code sandbox (Debian/Ubuntu: sudo apt-get install bubblewrap util-linux);" \
+	         "without it code suites are refused unless DOITRAY_ALLOW_UNSAFE_CODE=1"; \
+	  fi; \
+	fi
 
 demo: install
 	$(BIN)/python experiments/grid.py --study $(STUDY)

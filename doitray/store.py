@@ -52,7 +52,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("cell_id", pa.string()), ("checkpoint", pa.string()), ("suite", pa.string()), ("split", pa.string()),
         ("item_id", pa.string()), ("ability", pa.string()), ("metric", pa.string()), ("prediction", pa.string()),
         ("parsed", pa.string()), ("gold", pa.string()), ("score", pa.float64()), ("chance", pa.float64()),
-        ("error", pa.string()),
+        ("error", pa.string()), ("sandbox", pa.string()),  # code items: the isolation they ran under
     ]),
     "scores": pa.schema([
         ("cell_id", pa.string()), ("checkpoint", pa.string()), ("stage", pa.int64()), ("step", pa.int64()),

@@ -1,6 +1,7 @@
 """What the sandbox and the judge are given: test programs for code items, grading prompts for judge items."""
 from __future__ import annotations
 
+import ast
 import re
 
 from doitray.eval.scorers import meta_of
@@ -15,7 +16,16 @@ def extract_code(text: str) -> str:
 
 
 def _imports(prompt: str) -> str:
-    return "".join(ln + "\n" for ln in prompt.splitlines() if re.match(r"\s*(?:import|from)\s+\w", ln))
+    """The prompt's top-level import statements (not docstring prose like "from two integers", not the
+    imports indented inside its function)."""
+    return "".join(ln + "\n" for ln in prompt.splitlines() if re.match(r"(?:import|from)\s+\w", ln) and _parses(ln))
+
+
+def _parses(line: str) -> bool:
+    try:
+        return isinstance(ast.parse(line).body[0], (ast.Import, ast.ImportFrom))
+    except SyntaxError:
+        return False
 
 
 def build_program(rec: dict, completion: str) -> str:

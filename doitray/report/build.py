@@ -16,6 +16,7 @@ from doitray.analysis.stats import ALPHA, fmt_p
 from doitray.analysis.tables import ability_panels, model_order
 from doitray.console import table as text_table
 from doitray.store import ResultsStore
+from doitray.report import figures_benchmarks as fb
 from doitray.report import figures_curves as fc
 from doitray.report import figures_study as fs
 from doitray.report.html import figure_html, page, table_html
@@ -74,6 +75,7 @@ def make_figures(an: Analysis, smooth: bool = False) -> list[fc.Figure]:
     figs.append(fs.single_mixed_figure(*an.single_mixed, pal, an.x))
     figs.append(fs.ratio_figure(an.ratio_arms))
     figs.append(fs.forgetting_figure(an.forgetting))
+    figs += fb.benchmark_figures(an.results, an.x, pal)
     return [f for f in figs if f is not None]
 
 
@@ -98,11 +100,22 @@ def _overview(an: Analysis, title: str) -> str:
         "out-of-domain": ", ".join(ability_panels(df, ood=True)) or "none",
         "generated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
+    if sandbox_line(an):
+        facts["code sandbox"] = sandbox_line(an)
     rows = "".join(f"<tr><th class='s'>{html.escape(k)}</th><td class='s'>{html.escape(str(v))}</td></tr>"
                    for k, v in facts.items())
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in an.notes)
     return (f"<section id='overview'><h1>{html.escape(title)}</h1>{banner}<table>{rows}</table>"
             f"{'<ul>' + notes + '</ul>' if notes else ''}</section>")
+
+
+def sandbox_line(an: Analysis) -> str:
+    """How the study's code items were run (``predictions.sandbox``: the isolation recorded per item), or ''."""
+    preds = an.results.predictions
+    if "sandbox" not in preds or not preds["sandbox"].notna().any():
+        return ""
+    counts = preds["sandbox"].dropna().astype(str).value_counts()
+    return ", ".join(f"{k} ({v:,} programs)" for k, v in counts.items())
 
 
 def _ci(lo, hi, scale: float = 100, digits: int = 3) -> str:
@@ -149,6 +162,8 @@ def summary_text(an: Analysis) -> str:
     if c["partial"]:
         out.append(f"PARTIAL: {len(c['missing'])} cells missing, e.g. "
                    + "; ".join(f"{m['label']} [{m['state']}]" for m in c["missing"][:5]))
+    if sandbox_line(an):
+        out.append(f"Code sandbox: {sandbox_line(an)}")
     rows = _sensitivity_text_rows(an)
     if rows:
         alpha = float(an.sensitivity["alpha"].iloc[0]) if "alpha" in an.sensitivity else ALPHA

@@ -10,7 +10,7 @@ from doitray.eval.suites import from_records
 from doitray.records import make_record
 
 PRED_COLS = {"cell_id", "checkpoint", "suite", "split", "item_id", "ability", "metric", "prediction", "parsed", "gold",
-             "score", "chance", "error"}
+             "score", "chance", "error", "sandbox"}
 SCORE_COLS = {"cell_id", "checkpoint", "stage", "step", "epoch", "suite", "split", "ability", "metric", "value", "n",
               "chance", "ci_low", "ci_high"}
 Q = "题\nA. 甲\nB. 乙\nC. 丙\nD. 丁"

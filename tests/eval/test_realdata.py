@@ -1,7 +1,6 @@
 """Scorers and sandbox on the real public data in ../shared/data (skipped when absent)."""
 from __future__ import annotations
 
-import gzip
 import json
 
 import pytest
@@ -14,24 +13,29 @@ from doitray.records import make_record
 pytestmark = pytest.mark.realdata
 
 
-def humaneval_records(path, body_of):
-    rows = [json.loads(line) for line in gzip.open(path, "rt", encoding="utf-8")]
-    return [make_record(id=r["task_id"], ability="code", source="humaneval", split="test", question_format="generate",
-                        messages=[{"role": "user", "content": r["prompt"]},
-                                  {"role": "assistant", "content": body_of(r)}],
-                        meta={"metric": "code_exec", "prompt": r["prompt"], "test": r["test"],
-                              "entry_point": r["entry_point"]}) for r in rows]
-
-
 def _groups(rep):
     return {g["group"]: g for s in rep["suites"] for g in s["groups"]}
 
 
-def test_humaneval_canonical_passes_all_and_empty_body_none(shared_data):
-    path = shared_data / "humaneval" / "HumanEval.jsonl.gz"
-    canon = _groups(check_suites([from_records("he", humaneval_records(path, lambda r: r["canonical_solution"]))]))
-    assert canon["code"]["n"] == 164 and canon["code"]["correct"] == 164, canon["code"]["failures"][:3]
-    empty = _groups(check_suites([from_records("he", humaneval_records(path, lambda r: ""))]))
+def test_humaneval_check_through_the_cli_passes_164(shared_data, capsys):
+    """The path a user takes: ``doitray eval check HumanEval.jsonl.gz`` (the reader, the programs, the sandbox)."""
+    from doitray.cli import main
+
+    code = main(["eval", "check", str(shared_data / "humaneval" / "HumanEval.jsonl.gz"), "--json"])
+    rep = json.loads(capsys.readouterr().out)
+    he = _groups(rep)["code"]
+    assert code == 0 and he["n"] == 164 and he["correct"] == 164, he["failures"][:3]
+    assert rep["sandbox"]
+
+
+def test_humaneval_empty_bodies_pass_none(shared_data, tmp_path):
+    from doitray.data.sources import SourceSpec, read_sources
+
+    recs, _ = read_sources([SourceSpec(name="he", format="humaneval",
+                                       path=str(shared_data / "humaneval" / "HumanEval.jsonl.gz"))], tmp_path)
+    for r in recs:  # the gold reply replaced by an empty completion
+        r["messages"] = [*r["messages"][:-1], {"role": "assistant", "content": ""}]
+    empty = _groups(check_suites([from_records("he", recs)]))
     assert empty["code"]["n"] == 164 and empty["code"]["correct"] == 0
 
 

@@ -107,3 +107,20 @@ def test_cli_report(study_store, tmp_path, capsys):
     assert "Sensitivity per ability" in printed and "\nreport: " not in printed  # --text alone writes no HTML
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "no results store here" in capsys.readouterr().err
+
+
+def test_report_says_how_code_items_were_isolated(partial_store, tmp_path):
+    """The isolation each code item ran under (``predictions.sandbox``) is shown in the report and the text."""
+    import shutil
+
+    from doitray.store import ResultsStore
+
+    root = tmp_path / "store"
+    shutil.copytree(partial_store, root)
+    ResultsStore(str(root)).write("predictions", "code-part", [
+        {"cell_id": "c", "checkpoint": "s0-step1", "suite": "humaneval", "split": "test", "item_id": f"h{i}",
+         "ability": "code", "metric": "code_exec", "prediction": "", "score": 0.0, "sandbox": "bwrap+seccomp"}
+        for i in range(3)])
+    assert "Code sandbox: bwrap+seccomp (3 programs)" in text_summary(str(root))
+    info = build_report(str(root), str(tmp_path / "r.html"))
+    assert "code sandbox" in open(info.path, encoding="utf-8").read()

@@ -1,23 +1,6 @@
-"""Run model-written Python in a separate, limited process (HumanEval / MBPP execution).
-
-Layers, outermost first (each one that the machine supports; ``isolation()`` says which are active):
-
-- **network off and a private PID space**: ``unshare -n -p -f --kill-child`` (root or user
-  namespaces). The program sees no network interface; when it ends or is killed, every process it
-  started dies with it (the namespace's init is gone).
-- **resource limits** (``prlimit``, else ``setrlimit`` in the child): CPU seconds, address space,
-  process count (not enforced by Linux for root; the PID namespace and the fork guard below cover it),
-  file size, no core files.
-- **a fresh temporary directory** as cwd and ``HOME``, deleted afterwards; **a scrubbed environment**
-  (only ``PATH``, ``HOME``, ``TMPDIR``, ``LANG``): secrets in the parent's environment are not there.
-- ``python -I -S``: no user site, no ``PYTHON*`` variables, no site-packages.
-- **in-process guards** installed before the program runs: writes, deletes and renames outside the
-  temporary directory raise ``PermissionError``; ``socket`` raises; ``fork``/``exec``/``subprocess``
-  raise. These are Python-level (a determined program could undo them); the OS-level layers above are
-  what contain it.
-- **wall-clock timeout**, then ``SIGKILL`` to the whole process group, always (also after success).
-
-Output goes to files bounded by the file-size limit, so a program printing without end cannot fill memory.
+"""Baseline for bench/sandbox_overhead.py: the code sandbox as it was before issue #15 (unshare + prlimit +
+Python guards, exit status 0 = pass), kept verbatim below its docstring so the overhead ratio is measured in one run.
+Not part of doitray: it does not contain hostile programs (see doitray/eval/sandbox/).
 """
 from __future__ import annotations
 
