@@ -105,6 +105,20 @@ def _pick_checkpoints(scores: pd.DataFrame, checkpoints: pd.DataFrame) -> pd.Dat
     return pd.concat([chosen, last], ignore_index=True)[["cell_id", "checkpoint", "checkpoint_rule"]]
 
 
+def _without_benchmark_panels(scores: pd.DataFrame, study: dict | None) -> pd.DataFrame:
+    """Scores without what only the benchmark panels draw (``report.figures_benchmarks``): every row of a suite
+    grouped by the benchmark's subjects (CMMLU, C-Eval, AGIEval, C3, LogiQA) and the ``overall`` row of any
+    benchmark suite; a benchmark grouped by ability (GSM8K, HumanEval, MBPP, MT-Bench) feeds its ability's panel."""
+    from doitray.eval.benchmarks import SUBJECT_KINDS, benchmark_names
+
+    bench = benchmark_names(study)
+    if not bench or scores.empty:
+        return scores
+    subject = [n for n, k in bench.items() if k in SUBJECT_KINDS]
+    drop = scores["suite"].isin(subject) | (scores["suite"].isin(list(bench)) & (scores["ability"] == "overall"))
+    return scores[~drop]
+
+
 def tidy(results: Results, split: str = "test") -> pd.DataFrame:
     """One row per (cell, suite, ability): the reported score joined with the cell's factor levels.
 
@@ -114,6 +128,7 @@ def tidy(results: Results, split: str = "test") -> pd.DataFrame:
     scores = results.scores
     if scores.empty:
         return _empty_tidy(results.cells)
+    scores = _without_benchmark_panels(scores, results.study)
     s = scores[scores["split"] == split]
     missing = set(scores["cell_id"]) - set(s["cell_id"])
     if missing:  # cells evaluated only on another split

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 from doitray.console import CommandError, add_json_flag, emit, table
+from doitray.eval.benchmarks.spec import SUITE_KINDS
 
 FORMATS = ("doit", "gsm8k", "humaneval", "mbpp", "cmmlu", "agieval", "c3", "jsonl", "parquet", "synthetic")
 
@@ -61,10 +62,39 @@ def _suites(args) -> list:
     return out
 
 
+def _kind_suites(args) -> list:
+    """``--kind``: the suites a study entry of that kind would evaluate (``pool``: SUITE is a study file)."""
+    from doitray.eval.benchmarks import BenchmarkError, SuiteSpec, build_suites, check_entry_suites
+
+    try:
+        if args.kind != "pool":
+            return check_entry_suites(args.kind, args.suite, shots=args.shots, split=args.split,
+                                      abilities=args.ability, limit=args.limit or None)
+        from doitray.cli.job import load_spec
+        from doitray.study.plan import _plan_cache
+        from doitray.study.prepare import study_pool
+
+        out = []
+        for path in args.suite:
+            spec = load_spec(path)
+            entry = next((s for s in spec.evaluation.suites if s.kind == "pool"), SuiteSpec())
+            pool = study_pool(spec, _plan_cache(spec))
+            for split in [args.split] if args.split else ["valid", "test"]:
+                out += build_suites([entry], split, pool=pool, abilities=args.ability or spec.abilities
+                                    or pool.abilities(split="train"), max_tokens=spec.evaluation.max_new_tokens)
+        return out
+    except (BenchmarkError, ValueError, OSError) as e:
+        from pydantic import ValidationError
+
+        why = e.errors()[0]["msg"].removeprefix("Value error, ") if isinstance(e, ValidationError) else str(e)
+        raise CommandError(why if isinstance(e, BenchmarkError) else f"--kind {args.kind}: {why} — fix the option")
+
+
 def cmd_check(args) -> int:
     from doitray.eval.check import check_suites, format_report
 
-    report = check_suites(_suites(args), workers=args.workers)
+    suites = _kind_suites(args) if args.kind else _suites(args)
+    report = check_suites(suites, workers=args.workers, allow_unsafe_code=args.allow_unsafe_code)
     emit(args, report, format_report)
     return 0 if report["ok"] else 1
 
@@ -125,6 +155,11 @@ def register(sub) -> None:
     c = esub.add_parser("check", help="score a suite's reference answers; anything below 100%% is listed")
     c.add_argument("suite", nargs="+", help="suite path (DoIT dir/file, GSM8K/HumanEval/MBPP JSONL, …) or 'synthetic'")
     c.add_argument("--workers", type=int, default=2, help="sandbox processes at once (code items)")
+    c.add_argument("--kind", choices=SUITE_KINDS, help="read SUITE as a study's suite entry of this kind "
+                   "(cmmlu, ceval, agieval, …: the benchmark's folder; pool: a study file, its pool's test split)")
+    c.add_argument("--shots", type=int, default=None, help="with --kind cmmlu/ceval/agieval: k-shot prompts")
+    c.add_argument("--allow-unsafe-code", action="store_true",
+                   help="run code items even where the sandbox cannot isolate them (as DOITRAY_ALLOW_UNSAFE_CODE=1)")
     common(c)
     c.set_defaults(func=cmd_check)
 

@@ -7,6 +7,8 @@ Modules (lower to higher):
 - ``sandbox``      limited, isolated execution of model-written code
 - ``programs``     HumanEval/MBPP test programs and MT-Bench judge prompts
 - ``suites``       ``Suite`` and the builders (DoIT in/out-of-domain, CMMLU, AGIEval, generic records)
+- ``benchmarks``   typed suite entries (``SuiteSpec``) and one reader/builder per benchmark family
+- ``judge``        the LLM judge (``JudgeConfig``): FastChat's grading conversations, the ``[[n]]`` parser
 - ``stats``        bootstrap intervals
 - ``selection``    ``select_checkpoint``: the checkpoint a cell keeps
 - ``engine``       ``ServeEngine``: a Serve deployment around vLLM's ``AsyncLLM`` (CPU or GPU)

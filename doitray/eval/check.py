@@ -38,8 +38,13 @@ def gold_output(it: Item) -> tuple[ModelOutput | None, str | None]:
     return ModelOutput(text=gold_text(rec)), None
 
 
-def check_suites(suites: list[Suite], *, workers: int = 2, limits: sandbox.Limits | None = None) -> dict:
-    """Per suite and group: n, correct, skipped, accuracy, and every failure with its reason."""
+def check_suites(suites: list[Suite], *, workers: int = 2, limits: sandbox.Limits | None = None,
+                 allow_unsafe_code: bool = False) -> dict:
+    """Per suite and group: n, correct, skipped, accuracy, and every failure with its reason.
+
+    Code items run in the sandbox (``sandbox.UnsafeCodeRefused`` where it cannot isolate them, unless
+    ``allow_unsafe_code``); ``sandbox`` in the report names the isolation used.
+    """
     items = items_of(suites)
     outs: list[ModelOutput | None] = []
     reasons: list[str | None] = []
@@ -50,12 +55,13 @@ def check_suites(suites: list[Suite], *, workers: int = 2, limits: sandbox.Limit
         reasons.append(("invalid record: " + "; ".join(bad)) if bad else why)
     code = [(i, build_program(items[i].rec, outs[i].text or "")) for i, it in enumerate(items)
             if it.kind == "code" and outs[i] is not None and reasons[i] is None]
-    for (i, _), r in zip(code, sandbox.run_many([src for _, src in code], limits, workers=workers)):
+    label = sandbox.require_isolation(allow_unsafe_code) if code else None
+    results = sandbox.run_many([src for _, src in code], limits, workers=workers, allow_unsafe=allow_unsafe_code)
+    for (i, _), r in zip(code, results):
         outs[i].passed = [r.passed]
         if not r.passed:
-            last = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
-            outs[i].note = f"{r.status}: {last}"[:300]
-    report: dict = {"suites": [], "ok": True}
+            outs[i].note = r.note  # status + exception type + redacted message, never raw output
+    report: dict = {"suites": [], "ok": True, "sandbox": label}
     for s in suites:
         groups: dict[str, dict] = {}
         for i, it in enumerate(items):
@@ -102,5 +108,7 @@ def format_report(report: dict, max_failures: int = 10) -> str:
             lines.append(f"  … and {len(fails) - max_failures} more failures (use --json for all)")
         for e in s["excluded"][:max_failures]:
             lines.append(f"  EXCLUDED {e['id']}: {e['reason']}")
+    if report.get("sandbox"):
+        lines.append(f"code items ran in the sandbox: {report['sandbox']}")
     lines.append("all reference answers score 100%" if report["ok"] else "some items fail: see above")
     return "\n".join(lines)

@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from doitray.eval import sandbox
-from doitray.eval.programs import build_program, judge_messages
-from doitray.eval.scorers import SCORERS, ItemScore, ModelOutput, item_metric, options_in, parse_rating, score_item
+from doitray.eval.judge import JudgeConfig, ask_endpoint, conversations, record_judgments
+from doitray.eval.programs import build_program
+from doitray.eval.scorers import SCORERS, ItemScore, ModelOutput, item_metric, meta_of, options_in, score_item
 from doitray.eval.stats import bootstrap_ci, stable_seed
 from doitray.eval.suites import Suite
 
@@ -99,18 +100,6 @@ class EvalResult:
     predictions: list[dict]
     scores: list[dict]
     failures: list[PartFailure] = field(default_factory=list)  # parts not to store (see ``evaluate_and_store``)
-
-
-@dataclass
-class JudgeConfig:
-    """An LLM judge served like a checkpoint: its HF dir, its chat template, judgments per answer."""
-
-    hf_dir: str
-    template: str = "hf"
-    judge_id: str | None = None
-    n: int = 3
-    temperature: float = 0.7
-    engine_options: dict = field(default_factory=dict)
 
 
 def items_of(suites: list[Suite]) -> list[Item]:
@@ -212,50 +201,109 @@ def infer(items: list[Item], engine: Any, tokenizer: Any, template: Any, *, samp
 
 
 def run_code(items: list[Item], outs: list[ModelOutput], *, limits: sandbox.Limits | None = None,
-             workers: int = 2) -> None:
-    """Run every code item's samples in the sandbox; fills ``passed``."""
+             workers: int = 2, allow_unsafe_code: bool = False) -> str | None:
+    """Run every code item's samples in the sandbox; fills ``passed``. The isolation used (``None``: no code)."""
     jobs = []
     for i, it in enumerate(items):
         if it.kind == "code" and not outs[i].error:
             for s in (outs[i].samples or [outs[i].text or ""]):
                 jobs.append((i, build_program(it.rec, s)))
-    results = sandbox.run_many([src for _, src in jobs], limits, workers=workers)
+    if not jobs:
+        return None
+    label = sandbox.require_isolation(allow_unsafe_code)
+    results = sandbox.run_many([src for _, src in jobs], limits, workers=workers, allow_unsafe=allow_unsafe_code)
     for (i, _), r in zip(jobs, results):
         outs[i].passed = (outs[i].passed or []) + [r.passed]
         if not r.passed and outs[i].note is None:
-            last = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
-            outs[i].note = f"{r.status}: {last}"[:300]
+            outs[i].note = r.note  # status + exception type + redacted message, never raw output
+    return label
 
 
-def run_judge(items: list[Item], outs: list[ModelOutput], judge: JudgeConfig, engine_factory: Callable) -> str:
-    """Ask the judge model about every judge item's answer ``judge.n`` times; fills ``ratings``."""
-    from transformers import AutoTokenizer
+def answer_turns(items: list[Item], outs: list[ModelOutput], engine: Any, tokenizer: Any, template: Any
+                 ) -> dict[int, list[str]]:
+    """Later turns of multi-turn judge items (MT-Bench's ``meta.turns``), as FastChat asks them: turn k sees the
+    earlier questions and the model's own answers. Returns item index -> every turn's answer."""
+    answers = {i: [outs[i].text or ""] for i, it in enumerate(items)
+               if it.kind == "judge" and not outs[i].error and len(meta_of(it.rec).get("turns") or []) > 1}
+    n_turns = max((len(meta_of(items[i].rec)["turns"]) for i in answers), default=1)
+    stop_ids, stop_strs = _stops(tokenizer, template)
+    for t in range(1, n_turns):
+        todo = [i for i in answers if len(meta_of(items[i].rec)["turns"]) > t and not outs[i].error]
+        prompts = []
+        for i in todo:
+            qs = meta_of(items[i].rec)["turns"]
+            conv = [m for k in range(t) for m in ({"role": "user", "content": qs[k]},
+                                                   {"role": "assistant", "content": answers[i][k]})]
+            prompts.append(template.prompt_ids(tokenizer, [*conv, {"role": "user", "content": qs[t]}]))
+        if not prompts:
+            break
+        mt = max(it.suite.max_tokens or SCORERS[it.metric].max_tokens for it in (items[i] for i in todo))
+        res = _ask(engine.generate, len(prompts), prompts, max_tokens=mt, stop_token_ids=stop_ids, stop=stop_strs,
+                   n=1, temperature=0.0)
+        for i, r in zip(todo, res):
+            if "error" in r:
+                outs[i].error = _engine_error(r)
+            else:
+                answers[i].append(r["outputs"][0]["text"])
+    for i, a in answers.items():  # the prediction keeps every turn
+        outs[i].text = json.dumps(a, ensure_ascii=False) if len(a) > 1 else a[0]
+    return answers
 
-    from doitray.data.templates import for_tokenizer, get_template
 
-    idx = [i for i, it in enumerate(items) if it.kind == "judge" and not outs[i].error]
-    judge_id = judge.judge_id or judge.hf_dir
-    if not idx:
-        return judge_id
-    tok = AutoTokenizer.from_pretrained(judge.hf_dir)
-    tmpl = for_tokenizer(get_template(judge.template), tok)
-    stop_ids, stop_strs = _stops(tok, tmpl)
-    prompts = [tmpl.prompt_ids(tok, judge_messages(items[i].rec, outs[i].text or "")) for i in idx]
-    with engine_factory(judge.hf_dir, judge.engine_options) as eng:
-        res = _ask(eng.generate, len(prompts), prompts, max_tokens=512, stop_token_ids=stop_ids, stop=stop_strs,
-                   n=judge.n, temperature=judge.temperature if judge.n > 1 else 0.0, seed=0)
-    for i, r in zip(idx, res):
-        if "error" in r:
-            outs[i].error = f"judge: {r['error']}"
-            continue
-        ratings = [x for x in (parse_rating(o["text"]) for o in r["outputs"]) if x is not None]
-        outs[i].ratings = ratings or None
-    return judge_id
+def run_judge(items: list[Item], outs: list[ModelOutput], judge: JudgeConfig, engine_factory: Callable | None = None,
+              turns: dict[int, list[str]] | None = None) -> str:
+    """Ask ``judge`` about every judge item's answers (``eval.judge``: MT-Bench turn by turn, as FastChat grades);
+    fills ``ratings`` and ``note``. A local judge (``hf_dir``) is served by ``engine_factory`` (``ServeEngine``), an
+    endpoint (``url``) is called over HTTP. Returns the judge's name for the score rows."""
+    convs = conversations(items, outs, turns or {}, judge)
+    if not convs:
+        return judge.name
+    msgs = [c for _, c in convs]
+    if judge.url:
+        replies = ask_endpoint(judge, msgs)
+    else:
+        from transformers import AutoTokenizer
+
+        from doitray.data.templates import for_tokenizer, get_template
+
+        tok = AutoTokenizer.from_pretrained(judge.hf_dir)
+        tmpl = for_tokenizer(get_template(judge.template), tok)
+        stop_ids, stop_strs = _stops(tok, tmpl)
+        prompts = [tmpl.prompt_ids(tok, c) for c in msgs]
+        with engine_factory(judge.hf_dir, judge.engine_options) as eng:
+            replies = _ask(eng.generate, len(prompts), prompts, max_tokens=judge.max_tokens, stop_token_ids=stop_ids,
+                           stop=stop_strs, n=judge.n, temperature=judge.temperature if judge.n > 1 else 0.0, seed=0)
+    record_judgments(outs, convs, replies)
+    return judge.name
+
+
+def run_judges(items: list[Item], outs: list[ModelOutput], judge: JudgeConfig | None, engine_factory: Callable,
+               turns: dict[int, list[str]]) -> dict[str, str]:
+    """Judge every judge item: with ``judge`` when given, else with its suite's judge; suite name -> judge name."""
+    names: dict[str, str] = {}
+    by: dict[int, tuple[JudgeConfig, list[int]]] = {}
+    for i, it in enumerate(items):
+        j = judge or it.suite.judge
+        if it.kind == "judge" and j is not None:
+            by.setdefault(id(j), (j, []))[1].append(i)
+    for j, idx in by.values():
+        sub = [items[i] for i in idx]
+        name = run_judge(sub, [outs[i] for i in idx], j, engine_factory,
+                         turns={k: turns[i] for k, i in enumerate(idx) if i in turns})
+        names.update({it.suite.name: name for it in sub})
+    return names
 
 
 def score(items: list[Item], outs: list[ModelOutput], *, cell_id: str, checkpoint: str, stage: int = 0,
-          step: int = 0, epoch: float = 0.0, seed: int = 0, judge_id: str | None = None) -> EvalResult:
+          step: int = 0, epoch: float = 0.0, seed: int = 0, judge_id: str | dict[str, str] | None = None,
+          sandbox_label: str | None = None) -> EvalResult:
     """Per-item prediction rows and per-(suite, group) score rows (plus ``overall`` per suite).
+
+    ``sandbox_label``: the isolation code items ran under, recorded in their prediction rows (``sandbox``).
+
+    ``judge_id``: the judge's name (or suite name -> judge name) for judge items' metric ``judge:<name>``. A judge
+    item none of whose judgments could be parsed keeps its error and is left out of the group's mean (counted,
+    not scored); a group with no scored item has value NaN and n 0.
 
     ``failures``: the (suite, split) parts with an engine failure or more than ``MAX_ITEM_ERROR_SHARE`` of
     their items in error (their rows are still returned, for inspection, but must not be stored).
@@ -264,14 +312,20 @@ def score(items: list[Item], outs: list[ModelOutput], *, cell_id: str, checkpoin
     per: dict[tuple[str, str], dict[str, list]] = {}
     for it, out in zip(items, outs):
         s: ItemScore = score_item(it.rec, out, metric=it.metric)
-        metric = f"judge:{judge_id}" if it.kind == "judge" and judge_id else it.metric
+        jid = judge_id.get(it.suite.name) if isinstance(judge_id, dict) else judge_id
+        metric = f"judge:{jid}" if it.kind == "judge" and jid else it.metric
+        unscored = it.kind == "judge" and out.ratings is not None and not out.ratings and not out.error
+        if it.kind == "judge" and out.note and s.parsed:
+            s.parsed = f"{s.parsed} ({out.note})"
         pred = out.text if out.choice_losses is None else json.dumps([round(x, 6) for x in out.choice_losses])
         preds.append({"cell_id": cell_id, "checkpoint": checkpoint, "suite": it.suite.name, "split": it.suite.split,
                       "item_id": it.rec["id"], "ability": it.group, "metric": metric, "prediction": pred,
-                      "parsed": s.parsed, "gold": s.gold, "score": float(s.score), "chance": float(s.chance),
-                      "error": s.error})
-        g = per.setdefault((it.suite.name, it.suite.split), {})
-        g.setdefault(it.group, []).append((float(s.score), float(s.chance), metric))
+                      "parsed": s.parsed, "gold": s.gold, "score": float("nan") if unscored else float(s.score),
+                      "chance": float(s.chance), "error": s.error,
+                      "sandbox": sandbox_label if it.kind == "code" else None})
+        g = per.setdefault((it.suite.name, it.suite.split), {}).setdefault(it.group, [])
+        if not unscored:
+            g.append((float(s.score), float(s.chance), metric))
     failures: list[PartFailure] = []
     for suite, split in per:
         errs = [p["error"] for p in preds if p["suite"] == suite and p["split"] == split]
@@ -289,14 +343,21 @@ def score(items: list[Item], outs: list[ModelOutput], *, cell_id: str, checkpoin
         means, chances = [], []
         for g in sorted(groups):
             xs = groups[g]
+            nan = float("nan")
+            if not xs:  # every item of the group unscored (judge items without a parsable rating)
+                metric = "+".join(sorted({p["metric"] for p in preds if p["suite"] == suite and p["ability"] == g}))
+                rows.append({**base, "ability": g, "metric": metric, "value": nan, "n": 0, "chance": nan,
+                             "ci_low": nan, "ci_high": nan})
+                continue
             mean = sum(v for v, _, _ in xs) / len(xs)
             chance = sum(c for _, c, _ in xs) / len(xs)
             means.append(mean)
             chances.append(chance)
             rows.append({**base, "ability": g, "metric": "+".join(sorted({m for _, _, m in xs})), "value": mean,
                          "n": len(xs), "chance": chance, "ci_low": ci[g][0], "ci_high": ci[g][1]})
-        rows.append({**base, "ability": "overall", "metric": "mean_over_abilities", "value": sum(means) / len(means),
-                     "n": sum(len(x) for x in groups.values()), "chance": sum(chances) / len(chances),
+        k = len(means) or float("nan")
+        rows.append({**base, "ability": "overall", "metric": "mean_over_abilities", "value": sum(means) / k,
+                     "n": sum(len(x) for x in groups.values()), "chance": sum(chances) / k,
                      "ci_low": ci_all[0], "ci_high": ci_all[1]})
     return EvalResult(preds, rows, failures)
 
@@ -304,31 +365,43 @@ def score(items: list[Item], outs: list[ModelOutput], *, cell_id: str, checkpoin
 def evaluate_checkpoint(hf_dir: str, suites: list[Suite], *, template: Any, cell_id: str, checkpoint: str,
                         stage: int = 0, step: int = 0, epoch: float = 0.0, engine_options: dict | None = None,
                         seed: int = 0, samples: int = 1, judge: JudgeConfig | None = None,
-                        sandbox_limits: sandbox.Limits | None = None, engine: Any = None) -> EvalResult:
+                        sandbox_limits: sandbox.Limits | None = None, engine: Any = None,
+                        allow_unsafe_code: bool = False) -> EvalResult:
     """Serve ``hf_dir``, evaluate it on ``suites``, tear the deployment down; rows for the results store.
 
     ``template``: a template name or object (the one the checkpoint was trained with). ``engine``: an
     already running engine to reuse (kept running), or any object with the same ``generate``/``score``
     methods; otherwise a ``ServeEngine`` is started and closed here. Failed parts are listed in the
-    result's ``failures`` (this function does not raise for them; ``evaluate_and_store`` does).
+    result's ``failures`` (this function does not raise for them; ``evaluate_and_store`` does). Code items
+    where the sandbox cannot isolate programs raise ``sandbox.UnsafeCodeRefused`` before anything is served,
+    unless ``allow_unsafe_code`` (the study's ``evaluation.allow_unsafe_code``).
     """
     from transformers import AutoTokenizer
 
     from doitray.data.templates import for_tokenizer, get_template
     from doitray.eval.engine import ServeEngine
 
-    tok = AutoTokenizer.from_pretrained(hf_dir)
+    from doitray.scratch import META_FILES, fetch
+
+    tok = AutoTokenizer.from_pretrained(fetch(hf_dir, include=META_FILES))  # a storage URI: no weights here
     tmpl = for_tokenizer(get_template(template) if isinstance(template, str) else template, tok)
     items = items_of(suites)
+    if any(it.kind == "code" for it in items):
+        sandbox.require_isolation(allow_unsafe_code)  # refuse before serving anything
+
+    def ask(eng: Any) -> tuple[list[ModelOutput], dict[int, list[str]]]:
+        outs = infer(items, eng, tok, tmpl, samples=samples, seed=seed)
+        return outs, answer_turns(items, outs, eng, tok, tmpl)  # MT-Bench's later turns, while it is served
+
     if engine is not None:
-        outs = infer(items, engine, tok, tmpl, samples=samples, seed=seed)
+        outs, turns = ask(engine)
     else:
         with ServeEngine(hf_dir, engine_options) as eng:
-            outs = infer(items, eng, tok, tmpl, samples=samples, seed=seed)
-    run_code(items, outs, limits=sandbox_limits)
-    judge_id = run_judge(items, outs, judge, ServeEngine) if judge is not None else None
+            outs, turns = ask(eng)
+    label = run_code(items, outs, limits=sandbox_limits, allow_unsafe_code=allow_unsafe_code)
+    judge_id = run_judges(items, outs, judge, ServeEngine, turns)
     return score(items, outs, cell_id=cell_id, checkpoint=checkpoint, stage=stage, step=step, epoch=epoch,
-                 seed=seed, judge_id=judge_id)
+                 seed=seed, judge_id=judge_id, sandbox_label=label)
 
 
 def suite_key(cell_id: str, checkpoint: str, suite: Suite) -> str:

@@ -13,12 +13,16 @@ list of ``records.make_record`` dicts):
 
 Items that a builder cannot use (e.g. AGIEval items with several answers) are listed in
 ``Suite.excluded`` with the reason, never silently dropped.
+
+A study's typed suite entries (``evaluation.suites``: pool, cmmlu, ceval, agieval, c3, logiqa, gsm8k, humaneval,
+mbpp, mt_bench, jsonl) are read and built by ``doitray.eval.benchmarks`` (one module per benchmark family).
 """
 from __future__ import annotations
 
 import json
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from doitray.eval.scorers import meta_of
 from doitray.records import gold_text, make_record
@@ -60,6 +64,9 @@ class Suite:
     max_tokens: int | None = None  # overrides the per-metric default for generated replies
     group_key: str = "ability"  # "ability" or a meta field (e.g. "category" for CMMLU)
     excluded: list[dict] = field(default_factory=list)  # {"id", "reason"}
+    rejected: list[dict] = field(default_factory=list)  # rows the reader quarantined: {"file", "line", "reason"}
+    kind: str = "records"  # the ``SuiteSpec`` kind it was built from (``pool``, ``cmmlu``, …)
+    judge: Any = None  # ``eval.judge.JudgeConfig`` of its judge items (MT-Bench)
 
     def group_of(self, rec: dict) -> str:
         if self.group_key == "ability":
@@ -181,9 +188,9 @@ def agieval_suite(test: list[dict], demos: list[dict] | None = None, *, shots: i
 
 
 def describe(suites: list[Suite]) -> list[dict]:
-    """One row per suite: name, split, items, groups, excluded."""
-    return [{"suite": s.name, "split": s.split, "items": len(s), "groups": len(s.groups()),
-             "excluded": len(s.excluded)} for s in suites]
+    """One row per suite: name, kind, split, items, groups, shots, excluded, rejected (rows the reader quarantined)."""
+    return [{"suite": s.name, "kind": s.kind, "split": s.split, "items": len(s), "groups": len(s.groups()),
+             "shots": s.shots, "excluded": len(s.excluded), "rejected": len(s.rejected)} for s in suites]
 
 
 def records_from_jsonl(path: str) -> list[dict]:

@@ -17,7 +17,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from doitray.study.spec import StudySpec, TierSpec
+from doitray.eval.engine import SERVING_OPTIONS
+from doitray.study.spec import ModelLevel, StudySpec, TierSpec
 from doitray.train.settings import CheckpointPolicy
 
 QUANTITY_FACTORS = ("volume", "per_ability", "frac")
@@ -38,6 +39,7 @@ class Cell:
     content: dict[str, Any]
     tier: str
     resources: TierSpec = field(compare=False)
+    engine: dict[str, Any] = field(default_factory=dict, compare=False)  # the model level's engine options
 
     @property
     def levels(self) -> dict[str, Any]:
@@ -56,7 +58,7 @@ class Cell:
     def to_config(self) -> dict[str, Any]:
         """What a Tune trial receives (plain JSON)."""
         return {"cell_id": self.cell_id, "content": self.content, "tier": self.tier,
-                "resources": self.resources.model_dump()}
+                "resources": self.resources.model_dump(), "engine": dict(self.engine)}
 
 
 def _normalise(levels: dict[str, Any]) -> dict[str, Any]:
@@ -74,6 +76,32 @@ def _checkpoints_content(policy: CheckpointPolicy) -> dict[str, Any]:
     before the study and Train shared one policy model, so existing cell ids stand)."""
     kept = policy.num_to_keep if "num_to_keep" in policy.model_fields_set else None
     return {"every": policy.every, "every_n_steps": policy.every_n_steps, "num_to_keep": kept}
+
+
+def _model_content(level: ModelLevel) -> dict[str, Any]:
+    """A model level as cell content: without its tier and its engine's serving options (``SERVING_OPTIONS``,
+    like resources); engine options that change the answers are content when set (levels without keep their ids)."""
+    out = level.model_dump(exclude={"tier", "engine"})
+    answers = {k: v for k, v in level.engine.items() if k not in SERVING_OPTIONS}
+    if answers:
+        out["engine"] = answers
+    return out
+
+
+def _identity(content: dict[str, Any]) -> dict[str, Any]:
+    """What a cell's id hashes: its content without the benchmark suites (``evaluation.suites`` entries of a kind
+    other than pool). They are scored on the test pass only, each in its own (checkpoint, suite) part, and change
+    neither the training, the checkpoint selected nor the pool suite's scores: a study that adds one keeps its
+    cells (a done cell is re-opened to score it, ``runner``)."""
+    # allow_unsafe_code permits work, it does not change it
+    ev = {k: v for k, v in content["evaluation"].items() if k != "allow_unsafe_code"}
+    suites = ev.get("suites") or []
+    pool = [s for s in suites if s.get("kind", "pool") == "pool"]
+    if pool == [{}]:  # the pool suite at its defaults: the same work as an empty list
+        pool = []
+    elif suites and not pool:  # benchmarks only: no pool suite at all
+        pool = [{"kind": "none"}]
+    return {**content, "evaluation": {**ev, "suites": pool}}
 
 
 def checkpoint_policy(content: dict[str, Any]) -> CheckpointPolicy:
@@ -116,7 +144,7 @@ def expand_cells(spec: StudySpec) -> list[Cell]:
         content = {
             "study": spec.name,
             "levels": levels,
-            "model": model.model_dump(exclude={"tier"}),
+            "model": _model_content(model),
             "sources": spec.sources,
             "abilities": spec.abilities,
             "template": spec.template,
@@ -132,9 +160,9 @@ def expand_cells(spec: StudySpec) -> list[Cell]:
             content["roles"] = spec.roles.model_dump()
         if composition.startswith("recipe:"):
             content["recipe"] = spec.recipes[composition.split(":", 1)[1]]
-        cid = content_hash(content)
+        cid = content_hash(_identity(content))
         if cid not in cells:
-            cells[cid] = Cell(cid, content, model.tier, spec.resources[model.tier])
+            cells[cid] = Cell(cid, content, model.tier, spec.resources[model.tier], dict(model.engine))
     return list(cells.values())
 
 

@@ -33,6 +33,7 @@ class CellPlan:
     gpu_hours: float
     fits: bool | None = None
     min_gpus: int | None = None
+    engine: str = ""  # how its checkpoints are served: "gpu", "gpu tp=4", "cpu"
 
 
 @dataclass
@@ -42,6 +43,7 @@ class StudyPlan:
     cells: list[CellPlan]
     token_source: str
     problems: list[str] = field(default_factory=list)
+    suites: list[dict] = field(default_factory=list)  # every evaluation suite (study.plan_suites)
 
     @property
     def total_gpu_hours(self) -> float:
@@ -51,22 +53,35 @@ class StudyPlan:
         return {"study": self.study, "storage": self.storage, "n_cells": len(self.cells),
                 "token_source": self.token_source, "total_gpu_hours": self.total_gpu_hours,
                 "total_tokens": sum(c.tokens for c in self.cells), "problems": self.problems,
-                "cells": [asdict(c) for c in self.cells]}
+                "cells": [asdict(c) for c in self.cells], "suites": self.suites}
 
     def text(self) -> str:
         from doitray.console import table
 
         rows = [{"cell": c.cell_id, "levels": c.label, "params": _si(c.params), "stages": len(c.stages),
                  "examples": c.examples, "tokens": _si(c.tokens), "PFLOP": c.flops / 1e15,
-                 "GPU-h": c.gpu_hours, "fits": "" if c.fits is None else ("yes" if c.fits else "NO")}
+                 "GPU-h": c.gpu_hours, "fits": "" if c.fits is None else ("yes" if c.fits else "NO"),
+                "engine": c.engine}
                 for c in self.cells]
         head = (f"study {self.study}: {len(self.cells)} cells, {_si(sum(c.tokens for c in self.cells))} training "
                 f"tokens ({self.token_source}), ~{self.total_gpu_hours:.1f} GPU-hours "
                 f"(A100 bf16 at {ASSUMED_MFU:.0%} MFU); results under {self.storage}")
         out = head + "\n" + table(rows)
+        if self.suites:
+            from doitray.study.plan_suites import suites_text
+
+            out += "\n" + suites_text(self.suites)
         if self.problems:
             out += "\nproblems:\n" + "\n".join(f"  {p}" for p in self.problems)
         return out
+
+
+def _engine(cell) -> str:
+    from doitray.study.cell import cell_engine
+
+    e = cell_engine(cell.to_config())
+    tp = int(e.get("tensor_parallel_size", 1))
+    return ("gpu" if e["gpu"] else "cpu") + (f" tp={tp}" if tp > 1 else "")
 
 
 def _si(n: float | None) -> str:
@@ -169,5 +184,8 @@ def plan_study(spec: StudySpec, *, with_data: bool = True) -> StudyPlan:
                 problems.append(f"cell {c.cell_id} ({c.label()}): model does not fit {mp.gpus} GPUs of "
                                 f"{mp.gpu_mem_gib:g} GB (needs {min_gpus})")
         rows.append(CellPlan(c.cell_id, c.label(), c.tier, params, stages, n_ex, int(tokens), flops,
-                             flops / (A100_BF16_FLOPS * ASSUMED_MFU) / 3600.0, fits, min_gpus))
-    return StudyPlan(spec.name, spec.storage, rows, source, problems)
+                             flops / (A100_BF16_FLOPS * ASSUMED_MFU) / 3600.0, fits, min_gpus, _engine(c)))
+    from doitray.study.plan_suites import plan_suites
+
+    suites, suite_problems = plan_suites(spec, pool, with_data=with_data)
+    return StudyPlan(spec.name, spec.storage, rows, source, problems + suite_problems, suites)

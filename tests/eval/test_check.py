@@ -111,3 +111,14 @@ def test_cli_check_synthetic_suite(capsys):
     bad = [f for s in rep["suites"] for g in s["groups"] for f in g["failures"]]
     assert code == 0 and rep["ok"], bad[:5]
     assert len(rep["suites"][0]["groups"]) >= 5
+
+
+def test_cli_check_mbpp_through_the_reader(capsys):
+    """MBPP-shaped rows (CRLF and tab-indented code, a setup line) through the reader, the programs and the sandbox."""
+    from pathlib import Path
+
+    path = Path(__file__).parent / "data" / "mbpp_sample.jsonl"
+    code, rep = _cli_json(capsys, ["eval", "check", str(path)])
+    g = rep["suites"][0]["groups"][0]
+    assert code == 0 and rep["ok"] and g["n"] == 5 and g["correct"] == 5, g["failures"]
+    assert rep["sandbox"]
