@@ -104,7 +104,7 @@ def main_run(spec: StudySpec, *, address: str | None = None, retry_failed: bool 
     import ray.data
 
     from doitray.report.build import write_report
-    from doitray.study.runner import run_study
+    from doitray.study.runner import run_study, track_report
 
     t0 = time.time()
     preflight(spec)
@@ -118,4 +118,5 @@ def main_run(spec: StudySpec, *, address: str | None = None, retry_failed: bool 
            "tables": os.path.join(outcome.root, "tables"), "wall_s": round(time.time() - t0, 1)}
     if report:
         out["report"] = write_report(outcome.root)
+        track_report(spec, out["report"])
     return out

@@ -22,6 +22,7 @@ from doitray.study.progress import ProgressCallback, study_status
 from doitray.study.spec import StudySpec, TierSpec
 from doitray.store import ResultsStore
 from doitray.study.cell import cell_row, run_cell
+from doitray.tracking import open_study
 
 DRIVER_SHARE = 0.01  # of the driver resource, per trial: many trial drivers fit on one safe node
 
@@ -75,9 +76,19 @@ def trial_resources(spec: StudySpec) -> dict[str, float]:
     return {"CPU": DRIVER_SHARE}
 
 
+def _unscored_benchmarks(cell: Cell, scored: set[tuple[str, str]]) -> list[str]:
+    """Benchmark suites of a cell with no scores yet (added to the study after the cell was done: it is re-opened,
+    its stages return their records and only those suites are evaluated)."""
+    from doitray.eval.benchmarks import benchmark_names
+
+    return [n for n in benchmark_names({"evaluation": cell.content["evaluation"]}) if (cell.cell_id, n) not in scored]
+
+
 def _pending_cells(spec: StudySpec, store: ResultsStore, cells: list[Cell], retry_failed: bool) -> tuple[list[Cell], int]:
     table = store.read("cells")
     latest = {r["cell_id"]: r for r in table.to_dict("records")}
+    scores = store.read("scores")
+    scored = set(zip(scores["cell_id"], scores["suite"])) if len(scores) else set()
     todo, skipped = [], 0
     now = time.time()
     for c in cells:
@@ -85,7 +96,7 @@ def _pending_cells(spec: StudySpec, store: ResultsStore, cells: list[Cell], retr
         if row is None:
             store.write("cells", c.cell_id, [cell_row(c, state="pending", attempts=0, now=now)])
             todo.append(c)
-        elif row["state"] == "done":
+        elif row["state"] == "done" and not _unscored_benchmarks(c, scored):
             skipped += 1
         elif row["state"] == "failed" and row["attempts"] > spec.max_retries and not retry_failed:
             skipped += 1
@@ -101,6 +112,7 @@ def run_study(spec: StudySpec, *, retry_failed: bool = False, progress_interval:
     t0 = time.time()
     store = ResultsStore(spec.storage)
     store.write_json("study.json", spec.model_dump(mode="json"))
+    track = study_tracker(spec)  # started, or resumed: the same run as before
     cells = expand_cells(spec)
     todo, skipped = _pending_cells(spec, store, cells, retry_failed)
     shared = prepare_study(spec, store) if todo else {}
@@ -122,11 +134,27 @@ def run_study(spec: StudySpec, *, retry_failed: bool = False, progress_interval:
 
             close_shared_engines()
     status = study_status(store.uri)
+    track.end(tags={"doitray.cells_total": status.total, "doitray.cells_done": status.done,
+                    "doitray.cells_failed": status.failed})
     return StudyOutcome(store.uri, status.total, status.done, status.failed, skipped, time.time() - t0)
 
 
+def study_tracker(spec: StudySpec):
+    """The study's tracked run (``doitray.tracking``: started or resumed, once per process)."""
+    return open_study(spec.tracking.model_dump(), storage=spec.storage, study=spec.name,
+                      params={f"factors.{k}": v for k, v in spec.factors.model_dump(exclude_none=True).items()})
+
+
+def track_report(spec: StudySpec, report: str) -> None:
+    """The study's report as an artifact of its tracked run."""
+    track = study_tracker(spec)
+    track.log_artifact(report, "report")
+    track.end()
+
+
 def _trial_config(spec: StudySpec, store: ResultsStore, cell: Cell, shared: dict) -> dict:
-    return {**cell.to_config(), "shared": shared, "store": store.uri, "max_retries": spec.max_retries}
+    return {**cell.to_config(), "shared": shared, "store": store.uri, "max_retries": spec.max_retries,
+            "tracking": study_tracker(spec).child_ref()}
 
 
 def _materialize(spec: StudySpec, store: ResultsStore, cells: list[Cell], shared: dict) -> None:

@@ -15,6 +15,7 @@ from doitray.train import fsdp
 from doitray.train.checkpoint import save_checkpoint
 from doitray.train.setup import setup
 from doitray.train.step import train_step
+from doitray.tracking import worker_run
 
 
 def _maybe_fail(cfg: dict, step: int, rank: int, ws: int) -> None:
@@ -43,6 +44,7 @@ def train_loop_per_worker(cfg: dict) -> dict:
     first_report = True
     history: list[dict] = []      # per-step metrics not reported yet
     done = w.start
+    track = worker_run(cfg.get("tracking") if w.rank == 0 else None)  # the cell's tracked run, from rank 0
     w.model.train()
     for step in range(w.start, w.total):
         metrics = train_step(w, step)
@@ -54,16 +56,20 @@ def train_loop_per_worker(cfg: dict) -> dict:
         final = done == w.total
         stopping = stop_after is not None and done >= int(stop_after) and not final
         if w.policy.is_checkpoint_step(done, w.spe, w.total) or stopping:
-            save_checkpoint(w, {**metrics, "history": history}, final=final)
+            report = {**metrics, "history": history}
+            save_checkpoint(w, report, final=final)   # adds the valid loss
+            track.log_report(report)
             history = []
         elif done % s.log_every == 0:
             # the earlier steps ride along: Train V2 holds one report per worker until its controller
             # polls (every 2 s), so a report per step would stall fast steps
             ray.train.report({**metrics, "history": history})
+            track.log_report({**metrics, "history": history})
             history = []
         else:
             history.append(metrics)
         _maybe_fail(cfg, done, w.rank, w.ws)
         if stopping:
             break
+    track.close()
     return {"final_step": done, "train_loss": last_loss, "world_size": w.ws}
