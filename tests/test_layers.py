@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 # subpackage doitray/<name>/ with everything inside it; "__init__" is doitray/__init__.py itself).
 # A module may import from its own layer or any layer before it, never from a layer after it.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("__init__", "abilities", "records", "console", "store"),   # leaves
+    ("__init__", "abilities", "records", "console", "store", "scratch", "tracking"),   # leaves
     ("data",),
     ("models",),
     ("train",),

@@ -46,7 +46,7 @@ class Packed:
 
     @classmethod
     def load(cls, out_dir: str | os.PathLike) -> "Packed":
-        info = json.loads((Path(out_dir) / "packed.json").read_text())
+        info = json.loads((Path(out_dir) / "packed.json").read_text()) | {"path": str(Path(out_dir) / "data")}
         return cls(**{k: v for k, v in info.items() if k in cls.__dataclass_fields__})
 
 
@@ -71,22 +71,30 @@ class Tokenize:
                          "labels": pa.array(labels, pa.list_(pa.int32()))})
 
 
-def _fingerprint(path: Path) -> list:
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    return [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-
-
 def _tokenizer_hash(tokenizer_dir: str) -> str:
+    from doitray.scratch import fetch
+
     h = hashlib.sha256()
-    for p in sorted(Path(tokenizer_dir).glob("*")):
-        if p.is_file():
+    for p in sorted(Path(fetch(tokenizer_dir)).glob("*")):
+        if p.is_file() and not p.name.startswith("."):  # not a fetched copy's marker
             h.update(p.name.encode())
             h.update(p.read_bytes())
     return h.hexdigest()[:16]
 
 
 def _data_fingerprint(mixture_path: str) -> list:
-    return [str(Path(mixture_path).resolve()), _fingerprint(Path(mixture_path))]
+    """What the data is, not where it lies (a copy on another node gets the same keys): the content key of the
+    mixture or pool it belongs to, else a hash of its bytes."""
+    path = Path(mixture_path)
+    for sidecar in ("mixture.json", "pool.json"):
+        meta = path.parent / sidecar
+        if meta.exists():
+            return [sidecar, json.loads(meta.read_text())["key"]]
+    h = hashlib.sha256()
+    for p in [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return ["bytes", h.hexdigest()]
 
 
 def tokens_key(mixture_path: str, tokenizer_dir: str, template: str) -> str:
@@ -103,10 +111,10 @@ def _tokenize_on_ray(path: str, tokenizer_dir: str, template: str, *, batch_size
                      concurrency: int | tuple[int, int], override_num_blocks: int | None) -> pa.Table:
     import ray.data
 
-    from doitray.data.sampling import num_blocks
+    from doitray.data.sampling import local_dataset
 
     lo, hi = (concurrency, concurrency) if isinstance(concurrency, int) else concurrency
-    ds = ray.data.read_parquet(str(path), override_num_blocks=override_num_blocks or num_blocks(path))
+    ds = local_dataset(path, override_num_blocks)
     ds = ds.map_batches(Tokenize, fn_constructor_kwargs={"tokenizer_dir": str(tokenizer_dir), "template": template},
                         batch_size=batch_size, batch_format="pyarrow", num_cpus=1,
                         compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi))

@@ -42,7 +42,7 @@ class Mixture:
 
     @classmethod
     def load(cls, mix_dir: str | os.PathLike) -> "Mixture":
-        info = json.loads((Path(mix_dir) / "mixture.json").read_text())
+        info = json.loads((Path(mix_dir) / "mixture.json").read_text()) | {"path": str(Path(mix_dir) / "data")}
         return cls(**{k: v for k, v in info.items() if k in cls.__dataclass_fields__})
 
     def read(self) -> pa.Table:
@@ -79,6 +79,20 @@ def num_blocks(path: str | os.PathLike, bytes_per_block: int = 32 << 20) -> int:
     p = Path(path)
     size = p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.rglob("*.parquet"))
     return max(1, min(256, -(-size // bytes_per_block)))
+
+
+def local_dataset(path: str | os.PathLike, n_blocks: int | None = None):
+    """A Ray Dataset of the Parquet file or folder ``path``, read here and handed over as Arrow blocks.
+
+    Ray Data's read tasks may run on any node, and the path is on this node's disk: the blocks travel through
+    the object store instead (the data of one study is small next to a node's memory).
+    """
+    import ray.data
+
+    table = pq.read_table(str(path))
+    n = max(1, min(n_blocks or num_blocks(path), table.num_rows or 1))
+    step = -(-table.num_rows // n) if table.num_rows else 1
+    return ray.data.from_arrow([table.slice(i, step) for i in range(0, max(table.num_rows, 1), step)])
 
 
 def mixture_key(pool: Pool, recipe: Recipe, seed: int) -> str:
@@ -153,7 +167,7 @@ def sample_mixture(pool: Pool, recipe: Recipe, seed: int, cache_dir: str | os.Pa
     all_quotas = [p.quotas(available(pool, p)) for p in recipe.parts]
     spec = [(p.split, p.construction, list(p.sources) if p.sources is not None else None,
              [a for a, n in q.items() if n > 0]) for p, q in zip(recipe.parts, all_quotas)]
-    ds = ray.data.read_parquet(pool.path, override_num_blocks=override_num_blocks or num_blocks(pool.path))
+    ds = local_dataset(pool.path, override_num_blocks)
     ds = ds.map_batches(_Select(spec, int(seed)), batch_format="pyarrow", batch_size=None)
     blocks = [b for b in ray.get(ds.to_arrow_refs()) if b.num_rows]
     if not blocks:

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from doitray import abilities
+from doitray.scratch import fetch, is_remote, remote_listing
 from doitray.records import CONSTRUCTIONS, SPLITS, Quarantine, RejectedRowsError, to_table, validate_record
 
 POOL_VERSION = 1
@@ -87,6 +88,8 @@ class Pool:
     def load(cls, pool_dir: str | os.PathLike) -> "Pool":
         """A pool from its directory (re-registers custom abilities such as ``ceval_*``)."""
         info = json.loads((Path(pool_dir) / "pool.json").read_text())
+        # relocatable: a copy fetched onto another node reads its own files
+        info.update(path=str(Path(pool_dir) / "records.parquet"), quarantine_path=str(Path(pool_dir) / "quarantine.parquet"))
         pool = cls(**info)
         for a in pool.custom_abilities:
             if not abilities.is_known(a["name"]):
@@ -98,6 +101,8 @@ def _fingerprint(spec: SourceSpec) -> list:
     if spec.format == "synthetic":
         from doitray.data import synthetic
         return [synthetic.VERSION]
+    if is_remote(spec.path):
+        return remote_listing(spec.path)
     root = Path(spec.path)
     if not root.exists():
         raise FileNotFoundError(f"source {spec.name!r}: path {root} does not exist")
@@ -112,7 +117,10 @@ def pool_key(sources: list[SourceSpec]) -> str:
 
 
 def _resolve(spec: SourceSpec, cache_dir: Path) -> SourceSpec:
-    """A synthetic source becomes a DoIT source over the generated suite (generated once, cached)."""
+    """A synthetic source becomes a DoIT source over the generated suite (generated once, cached); a source in
+    object storage, this node's copy of it."""
+    if is_remote(spec.path):
+        return spec.model_copy(update={"path": fetch(spec.path)})
     if spec.format != "synthetic":
         return spec
     from doitray.data import synthetic

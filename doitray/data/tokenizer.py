@@ -59,11 +59,14 @@ def cached_tokenizer(texts: list[str], cache_root: str | os.PathLike, *, vocab_s
 
 
 def load_tokenizer(path: str | os.PathLike, template: ChatTemplate | None = None, *, gguf_file: str | None = None):
-    """An HF tokenizer from a local directory (or GGUF file), with the template's special tokens added."""
+    """An HF tokenizer from a directory (local, or a storage URI fetched into this node's scratch) or a GGUF
+    file, with the template's special tokens added."""
     from transformers import AutoTokenizer
 
+    from doitray.scratch import fetch
+
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-    tok = AutoTokenizer.from_pretrained(str(path), **kwargs)
+    tok = AutoTokenizer.from_pretrained(fetch(str(path)), **kwargs)
     if template is not None:
         add_special_tokens(tok, template)
         for_tokenizer(template, tok)

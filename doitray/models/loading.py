@@ -45,25 +45,22 @@ def is_uri(path: str) -> bool:
     return "://" in str(path) and not str(path).startswith("file://")
 
 
-def localize(path: str, cache_root: str | os.PathLike) -> str:
-    """A local copy of a directory given as ``s3://``/``gs://`` URI (downloaded once); local paths unchanged."""
-    if not is_uri(path):
-        return str(path).removeprefix("file://")
-    import pyarrow.fs as pafs
+def localize(path: str, cache_root: str | os.PathLike | None = None) -> str:
+    """A local copy of a directory given as ``s3://``/``gs://`` URI (this node's scratch, fetched once);
+    local paths unchanged. (``cache_root`` is kept for callers; the scratch folder is ``doitray.scratch``'s.)"""
+    from doitray.scratch import fetch
 
-    out = Path(cache_root) / f"remote-{_hash(path)}"
-    if (out / ".complete").exists():
-        return str(out)
-    fs, base = pafs.FileSystem.from_uri(path)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    pafs.copy_files(base, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
-    (tmp / ".complete").write_text(path)
-    try:
-        os.replace(tmp, out)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return str(out)
+    return fetch(str(path))
+
+
+def export_source(hf_dir: str) -> ModelSource:
+    """A stage's HF export (a local dir or storage URI) as the next stage's starting weights: its vocabulary is
+    already the template's, so nothing is prepared; each worker fetches it (``doitray.scratch``)."""
+    from doitray.scratch import fetch
+
+    cfg = json.loads((Path(fetch(hf_dir, include=("config.json",))) / "config.json").read_text())
+    return ModelSource("hf", os.path.basename(str(hf_dir).rstrip("/")), hf_dir, config=cfg, hf_dir=hf_dir,
+                       key=_hash("export", hf_dir))
 
 
 def smollm2_gguf_path() -> str:
@@ -124,13 +121,23 @@ def prepare_hf_dir(hf_dir: str, tokenizer: Any, out_dir: str | os.PathLike) -> s
     New embedding / LM-head rows are the mean of the existing rows; files without them are symlinked,
     so a 33B checkpoint costs only its embedding shards. The tokenizer is saved into the copy.
     """
-    import torch
-    from safetensors import safe_open
-    from safetensors.torch import save_file
+    from filelock import FileLock
 
     src, out = Path(hf_dir), Path(out_dir)
     if (out / ".complete").exists():
         return str(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out) + ".lock"):  # one writer per node; a complete copy is never removed under a reader
+        if (out / ".complete").exists():
+            return str(out)
+        return _prepare_hf_dir(src, tokenizer, out)
+
+
+def _prepare_hf_dir(src: Path, tokenizer: Any, out: Path) -> str:
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
     cfg = json.loads((src / "config.json").read_text())
     vocab, n = int(cfg["vocab_size"]), len(tokenizer)
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
@@ -158,7 +165,7 @@ def prepare_hf_dir(hf_dir: str, tokenizer: Any, out_dir: str | os.PathLike) -> s
     cfg["vocab_size"] = max(n, vocab)
     (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
     tokenizer.save_pretrained(str(tmp))
-    (tmp / ".complete").write_text(str(hf_dir))
+    (tmp / ".complete").write_text(str(src))
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     return str(out)

@@ -16,12 +16,15 @@ import traceback
 from typing import Any
 
 from doitray.data.recipes import Part, Recipe
-from doitray.data.sources import Pool, load_records
+from doitray.data.sources import Pool
 from doitray.models.params import model_params
+from doitray.scratch import fetch
 from doitray.store import ResultsStore, part_key
 from doitray.study.cells import Cell, checkpoint_policy
+from doitray.study.prepare import local_cache
 from doitray.study.stages import stage_recipes
 from doitray.study.spec import TierSpec, tier_settings, training_settings
+from doitray.tracking import cell_run
 
 VALID_PER_ABILITY = 64  # default valid-loss rows per ability (a stable loss, cheap for tiny models every epoch)
 
@@ -40,8 +43,9 @@ class CellRun:
         self.levels = self.content["levels"]
         self.shared = cell["shared"]
         self.store = store
-        self.pool = Pool.load(self.shared["pool"])
-        self.cache = self.shared["cache"]
+        # what the driver shared (storage URIs on a cluster) is fetched into this node's folder
+        self.pool = Pool.load(fetch(self.shared["pool"]))
+        self.cache = local_cache(self.shared["cache"], self.shared.get("study") or self.content["study"])
         self.seed = int(self.levels["seed"])
         tier = TierSpec(**cell["resources"])
         self.settings = tier_settings(training_settings(self.content["training"]), tier).model_copy(
@@ -56,6 +60,16 @@ class CellRun:
         finally:
             self.seconds[phase] += time.perf_counter() - t0
 
+    @property
+    def track(self):
+        """The cell's tracked run, nested under the study's (``doitray.tracking``; a no-op when off or down)."""
+        return cell_run(self.cell.get("tracking"), self.cid,
+                        name=Cell(self.cid, self.content, self.cell["tier"], None).label())
+
+    def _track_prefix(self, stage: int) -> str:
+        """Metric keys of a staged strategy carry their stage (``s1/train_loss``); one stage's do not."""
+        return f"s{stage}/" if len(stage_recipes(self.content)) > 1 else ""
+
     # -- data ---------------------------------------------------------------------------------
     def abilities(self) -> list[str]:
         return self.content.get("abilities") or self.pool.abilities(split="train")
@@ -66,7 +80,8 @@ class CellRun:
 
         mix = sample_mixture(self.pool, recipe, self.seed, self.cache)
         packed = tokenize_and_pack(mix.path, self.shared["tokenizer"], self.content["template"], self.settings.seq_len,
-                                   self.cache, pretokenized=self.shared.get("tokens"))
+                                   self.cache, pretokenized=fetch(self.shared["tokens"]) if self.shared.get("tokens")
+                                   else None)
         return mix, packed
 
     def valid_data(self):
@@ -90,20 +105,17 @@ class CellRun:
             self._packed(recipe)
 
     # -- training -----------------------------------------------------------------------------
-    def _model_fields(self) -> dict[str, Any]:
+    def _model_fields(self, first: bool = True) -> dict[str, Any]:
         from doitray.models.loading import level_source
 
         model, model_path = level_source(self.content["model"])
-        return {"model": model, "model_path": model_path}
+        # the first stage starts from the level the driver resolved once (``prepare.prepare_models``); a later
+        # one from the previous stage's export (``init_from``)
+        source = (self.shared.get("models") or {}).get(self.levels["model"]) if first else None
+        return {"model": model, "model_path": model_path, "source": source}
 
     def _resources(self) -> dict[str, Any]:
-        r = self.cell["resources"]
-        workers = r["workers"] if isinstance(r["workers"], int) else tuple(r["workers"])
-        per = {"CPU": r["cpus_per_worker"]}
-        if r["gpus_per_worker"]:
-            per["GPU"] = r["gpus_per_worker"]
-        per.update(r.get("worker_resources") or {})  # e.g. a node-type resource keeping cells off the head
-        return {"num_workers": workers, "resources_per_worker": per, "use_gpu": bool(r["gpus_per_worker"])}
+        return train_resources(self.cell["resources"])
 
     def train(self) -> tuple[list[tuple[int, Any]], int, dict[str, int]]:
         """Run the strategy's stages in order (``study.stages``), each starting from the previous stage's final
@@ -111,7 +123,7 @@ class CellRun:
 
         A stage already completed (same stage key: the same data, settings and starting weights) is returned
         from its record without training again: DMT cells that differ only in k share stage 1."""
-        from doitray.train.stage import StageSpec, run_stage, stage_key
+        from doitray.train.stage import METRICS, StageSpec, run_stage, stage_key
 
         valid = self._timed("data_s", self.valid_data)
         storage = _join(self.store.uri, "train")
@@ -123,11 +135,15 @@ class CellRun:
                              train_data=packed.path, valid_data=valid.path if valid else None, settings=self.settings,
                              checkpoint=checkpoint_policy(self.content), init_from=init_from, storage_path=storage,
                              max_failures=int(self.cell.get("max_retries", 0)),
-                             cache_dir=os.path.join(self.cache, "models"), **self._model_fields(), **self._resources())
+                             cache_dir=os.path.join(self.cache, "models"), **self._model_fields(first=i == 0),
+                             **self._resources(), tracking=self.track.worker_ref(prefix=self._track_prefix(i),
+                                                                                 keys=METRICS))
             run_uri = _join(storage, f"{name}-{stage_key(spec)}")
             resumed_from = latest_step(run_uri)
             res = self._timed("train_s", run_stage, spec)
             self._record_stage(i, res, resumed_from)
+            if res.reused or not self.track.live:  # no Train worker logged this stage into the cell's run
+                self.track.log_rows((self._track_prefix(i) + m["metric"], m["value"], m["step"]) for m in res.metrics)
             if res.final_hf_path is None:
                 raise RuntimeError(f"stage {name!r} ({i + 1} of {len(stages)}) finished without a final HF export "
                                    f"(run {res.run_path}): the next stage and the evaluation start from it")
@@ -153,9 +169,12 @@ class CellRun:
 
     # -- evaluation ---------------------------------------------------------------------------
     def suites(self, split: str):
-        """The cell's evaluation suites of ``split``: the pool's items of the cell's abilities (+ OOD)."""
-        return pool_suites(self.pool, split, self.abilities(), self.evaluation["suites"],
-                           max_tokens=self.evaluation["max_new_tokens"])
+        """The cell's evaluation suites of ``split`` (``eval.benchmarks.build_suites``): the pool's items of the
+        cell's abilities (+ OOD) on every split, the study's benchmark suites on test."""
+        from doitray.eval.benchmarks import build_suites
+
+        return build_suites(self.evaluation["suites"], split, pool=self.pool, abilities=self.abilities(),
+                            max_tokens=self.evaluation["max_new_tokens"])
 
     def _scores(self, name: str, split: str) -> list[dict]:
         df = self.store.read("scores")
@@ -177,8 +196,9 @@ class CellRun:
             name = ckpt_name(stage, c.name)
             evaluate_and_store(self.store, c.hf_path, self.suites(split), template=self.content["template"],
                                cell_id=self.cid, checkpoint=name, stage=stage, step=c.step, epoch=float(c.epoch),
-                               engine_options=engine_options(c.hf_path, ev.get("engine"), self.cache), seed=self.seed)
-            return self._scores(name, split)
+                               engine_options=engine_options(c.hf_path, self.cell, self.cache), seed=self.seed,
+                               allow_unsafe_code=bool(ev.get("allow_unsafe_code")))
+            return self._track_scores(stage, self._scores(name, split))
 
         by_name = {c.name: c for c in ckpts}
         rows = [{"checkpoint": c.name, "step": c.step, "valid_loss": c.valid_loss} for c in ckpts]
@@ -192,7 +212,14 @@ class CellRun:
             run(c, stage, "test")
         self._mark_selected(final_stage, selected.name)
 
+    def _track_scores(self, stage: int, rows: list[dict]) -> list[dict]:
+        """Each score as a metric per (split, suite, ability) at its checkpoint's step, e.g. ``test/doit/math``."""
+        self.track.log_rows((f"{self._track_prefix(stage)}{r['split']}/{r['suite']}/{r['ability']}", r["value"],
+                             r["step"]) for r in rows)
+        return rows
+
     def _mark_selected(self, stage: int, name: str) -> None:
+        self.track.set_tags({"doitray.selected_checkpoint": ckpt_name(stage, name)})
         df = self.store.read("checkpoints")
         rows = df[(df["cell_id"] == self.cid) & (df["stage"] == stage)].to_dict("records")
         for r in rows:
@@ -201,6 +228,8 @@ class CellRun:
 
     # -- all of it ----------------------------------------------------------------------------
     def run(self) -> dict:
+        self.track.log_params({**self.levels, "cell_id": self.cid, "study": self.content["study"]})
+        self.track.set_tags({"doitray.state": "running"})
         results, tokens, examples = self.train()
         self._timed("eval_s", self.evaluate, results)
         n_ab = max(1, len(examples))
@@ -213,40 +242,40 @@ class CellRun:
                 **self.seconds}
 
 
-def pool_suites(pool: Pool, split: str, abilities: list[str], entries: list[dict], *, max_tokens: int):
-    """Evaluation suites from the pool's ``split``: DoIT in-domain (+ out-of-domain when present).
-
-    ``entries`` (the study's ``evaluation.suites``) may set ``limit_per_ability`` (a deterministic subset:
-    the first N items by id of each ability) and ``abilities``.
-    """
-    from doitray.eval.suites import doit_suites
-
-    opts: dict = {}
-    for e in entries:
-        opts.update(e)
-    wanted = opts.get("abilities") or abilities
-    recs = load_records(pool, split=split)
-    limit = opts.get("limit_per_ability")
-    if limit:
-        by: dict[str, list[dict]] = {}
-        for r in sorted(recs, key=lambda r: r["id"]):
-            by.setdefault(r["ability"], []).append(r)
-        recs = [r for rs in by.values() for r in rs[: int(limit)]]
-    suites = doit_suites(recs, split, abilities=wanted, ood=opts.get("ood", True))
-    for s in suites:
-        s.max_tokens = s.max_tokens or max_tokens
-    return suites
+def train_resources(tier: dict) -> dict[str, Any]:
+    """The ``StageSpec`` fields of a cell's Train workers, from its tier (a ``TierSpec`` dump): how many, what each
+    holds, and their placement strategy (``TierSpec.placement_strategy``)."""
+    workers = tier["workers"] if isinstance(tier["workers"], int) else tuple(tier["workers"])
+    per = {"CPU": tier["cpus_per_worker"]}
+    if tier["gpus_per_worker"]:
+        per["GPU"] = tier["gpus_per_worker"]
+    per.update(tier.get("worker_resources") or {})  # e.g. a node-type resource keeping cells off the head
+    return {"num_workers": workers, "resources_per_worker": per, "use_gpu": bool(tier["gpus_per_worker"]),
+            "placement_strategy": TierSpec(**tier).placement_strategy()}
 
 
-def engine_options(hf_dir: str, given: dict | None, cache: str | None = None) -> dict:
-    """The study's engine options, with ``max_model_len`` capped at what the checkpoint supports (and a
-    shared engine's folder in the study's cache)."""
-    opts = dict(given or {})
+def cell_engine(cell: dict) -> dict:
+    """A cell's engine options (from its Tune config): the study's ``evaluation.engine``, the model level's
+    ``engine`` over it key by key, and the engine kind from the cell's tier (``gpu``: ``gpus_per_worker > 0``)
+    unless either sets it: decided by what the study says, not by which nodes are up when the cell resumes."""
+    level = cell.get("engine")
+    if level is None:  # a config from before levels had engine options
+        level = cell["content"]["model"].get("engine")
+    opts = {**(cell["content"]["evaluation"].get("engine") or {}), **(level or {})}
+    opts.setdefault("gpu", bool(cell["resources"].get("gpus_per_worker")))
+    return opts
+
+
+def engine_options(hf_dir: str, cell: dict, cache: str | None = None) -> dict:
+    """The engine options a cell serves ``hf_dir`` with: ``cell_engine``, with ``max_model_len`` capped at what
+    the checkpoint supports (and a shared engine's folder in the study's cache)."""
+    from doitray.train.storage import read_json
+
+    opts = cell_engine(cell)
     if opts.get("shared") and cache:
         opts.setdefault("shared_dir", os.path.join(cache, "engines"))
     try:
-        with open(os.path.join(hf_dir, "config.json")) as f:
-            limit = json.load(f).get("max_position_embeddings")
+        limit = read_json(_join(hf_dir, "config.json")).get("max_position_embeddings")
     except OSError:
         limit = None
     if limit:
@@ -312,9 +341,12 @@ def run_cell(config: dict) -> None:
         tb = traceback.format_exc(limit=8)
         store.write("cells", cell["cell_id"], [cell_row(cell, state="failed", attempts=attempts, now=time.time(),
                                                         started_at=started, error=f"{err}\n{tb}"[-4000:], **keep)])
+        cell_run(cell.get("tracking"), cell["cell_id"]).end("FAILED", tags={"doitray.state": "failed",
+                                                                             "doitray.error": err[:500]})
         raise
     now = time.time()
     store.write("cells", cell["cell_id"], [cell_row(cell, state="done", attempts=attempts, now=now, started_at=started,
                                                     finished_at=now, **summary)])
+    cell_run(cell.get("tracking"), cell["cell_id"]).end(tags={"doitray.state": "done"})
     tune.report({"done": 1.0, "wall_s": now - started, **{k: float(v) for k, v in summary.items()
                                                            if isinstance(v, (int, float))}})

@@ -1,9 +1,13 @@
-"""Work done once per study on the driver before any cell runs: the data pool, the tokenizer and the
-pool tokenized once (cells look their rows up instead of each running a tokenization pipeline).
+"""Work done once per study on the driver before any cell runs: the data pool, the tokenizer, the pool
+tokenized once (cells look their rows up instead of each running a tokenization pipeline) and every model level
+resolved once (a prepared HF dir with the template's tokens, or a config to build).
 
-Cells share both through the cache folder (``<storage>/cache`` for local storage). Each cell's own
-mixtures and packed data are cached there too, under content hashes, so cells that need the same
-data reuse it.
+Where it lives: the driver works in ``cache_dir`` and what the cells need is shared through ``cache_uri``. With
+local storage both are ``<storage>/cache`` (a folder every process sees). With object storage the driver works in
+its node's scratch and publishes the results under ``<storage>/cache``; each cell fetches them into its own
+node's scratch (``doitray.scratch``): nodes share nothing but the storage. ``DOITRAY_CACHE_DIR`` names a shared
+file system instead (both folders there). Each cell's own mixtures and packed data are cached under content
+hashes in its node's folder, so cells that need the same data reuse it.
 """
 from __future__ import annotations
 
@@ -14,26 +18,45 @@ from pathlib import Path
 from doitray.data.sources import Pool, SourceSpec, load_pool, load_records
 from doitray.data.templates import get_template
 from doitray.data.tokenizer import cached_tokenizer
+from doitray.scratch import fetch, is_remote, join, publish, scratch_root
 from doitray.study.spec import StudyFileError, StudySpec
 from doitray.store import ResultsStore
 from doitray.study.cells import Cell, expand_cells
 from doitray.study.stages import stage_recipes
 
 
-def cache_dir(spec: StudySpec, store: ResultsStore | None = None) -> str:
-    """Where a study's derived data lives: beside its results locally; a node-local folder otherwise.
-
-    With object-store storage every node must see the cache, which needs a shared file system: set
-    ``DOITRAY_CACHE_DIR`` to a path on it (e.g. an NFS mount) on multi-node clusters. Without ``store`` the
-    same folder is derived from ``spec.storage`` alone, without opening the storage (``study plan``).
-    """
+def cache_uri(spec: StudySpec, store: ResultsStore | None = None) -> str:
+    """Where a study's derived data is shared: ``$DOITRAY_CACHE_DIR/<study>`` or ``<storage>/cache``. Without
+    ``store`` it is derived from ``spec.storage`` alone, without opening the storage (``study plan``)."""
     if os.environ.get("DOITRAY_CACHE_DIR"):
         return os.path.join(os.environ["DOITRAY_CACHE_DIR"], spec.name)
     uri = store.uri if store is not None else spec.storage
-    if "://" not in uri:
-        root = store.root if store is not None else os.path.abspath(os.path.expanduser(uri)).rstrip("/")
-        return os.path.join(root, "cache")
-    return os.path.join(os.path.expanduser("~/.cache/doitray"), spec.name)
+    if is_remote(uri):
+        return join(uri, "cache")
+    root = store.root if store is not None else os.path.abspath(os.path.expanduser(uri)).rstrip("/")
+    return os.path.join(root, "cache")
+
+
+def local_cache(shared: str, study: str) -> str:
+    """This node's working folder for a study whose shared cache is ``shared``: the same folder when it is a
+    local path, else ``<scratch>/studies/<study>``."""
+    return str(scratch_root() / "studies" / study) if is_remote(shared) else shared
+
+
+def cache_dir(spec: StudySpec, store: ResultsStore | None = None) -> str:
+    """The driver's working folder for a study (see ``cache_uri`` and ``local_cache``)."""
+    return local_cache(cache_uri(spec, store), spec.name)
+
+
+def share(local: str, work: str, shared: str) -> str:
+    """``local`` (made in the working folder ``work``) as every node reaches it: published under ``shared``
+    at the same relative path (a path outside ``work`` goes under ``external/``)."""
+    if not is_remote(shared):
+        return local
+    rel = os.path.relpath(local, work)
+    if rel.startswith(".."):
+        rel = f"external/{hashlib.sha256(os.path.abspath(local).encode()).hexdigest()[:12]}-{os.path.basename(local)}"
+    return publish(local, join(shared, *Path(rel).parts))
 
 
 def source_specs(spec: StudySpec) -> list[SourceSpec]:
@@ -54,7 +77,7 @@ def study_tokenizer(spec: StudySpec, pool: Pool, cache: str) -> str:
     """The tokenizer directory every cell uses (template special tokens included)."""
     template = get_template(spec.template)
     if spec.tokenizer.path:
-        return spec.tokenizer.path
+        return fetch(spec.tokenizer.path)  # a storage URI: this node's copy
     if spec.tokenizer.train_vocab_size:
         texts = [m["content"] for r in load_records(pool, split="train") for m in r["messages"]]
         return cached_tokenizer(texts, os.path.join(cache, "tokenizers"), vocab_size=spec.tokenizer.train_vocab_size,
@@ -69,18 +92,51 @@ def study_tokenizer(spec: StudySpec, pool: Pool, cache: str) -> str:
     return str(out)
 
 
+def prepare_models(spec: StudySpec, tokenizer: str, work: str, shared: str) -> dict[str, dict]:
+    """Every model level resolved once per study (``models.loading.resolve_model``) and shared: ``{level:
+    ModelSource dict}`` whose folders every node can fetch. A prepared copy of a model in object storage
+    publishes only its new files (resized embeddings, config, tokenizer); the rest is linked to the original."""
+    from doitray.models.loading import ModelSource, level_source, resolve_model
+
+    out = {}
+    for name, level in spec.models.items():
+        model, model_path = level_source(level.model_dump())
+        src = resolve_model(model, template=spec.template, cache_dir=os.path.join(work, "models"),
+                            model_path=model_path, tokenizer_dir=tokenizer)
+        origin = model_path or model
+        moved = {"tokenizer_dir": share(src.tokenizer_dir, work, shared)}
+        if src.hf_dir:
+            links = ({p.name: join(origin, p.name) for p in Path(src.hf_dir).iterdir() if p.is_symlink()}
+                     if is_remote(origin) and is_remote(shared) else {})
+            moved["hf_dir"] = _share_dir(src.hf_dir, work, shared, links)
+            if src.tokenizer_dir == src.hf_dir:
+                moved["tokenizer_dir"] = moved["hf_dir"]
+        out[name] = ModelSource(**{**src.as_dict(), **moved}).as_dict()
+    return out
+
+
+def _share_dir(local: str, work: str, shared: str, links: dict[str, str]) -> str:
+    if not is_remote(shared):
+        return local
+    return publish(local, join(shared, *Path(os.path.relpath(local, work)).parts), links=links)
+
+
 def prepare_study(spec: StudySpec, store: ResultsStore) -> dict:
-    """Load the pool, the tokenizer and the pool's tokens once; returns what every trial needs to find them."""
-    cache = cache_dir(spec, store)
-    os.makedirs(cache, exist_ok=True)
-    pool = study_pool(spec, cache)
+    """Load the pool, the tokenizer, the pool's tokens and the models once; returns what every trial needs to
+    find them (paths every node can open or fetch)."""
+    shared = cache_uri(spec, store)
+    work = local_cache(shared, spec.name)
+    os.makedirs(work, exist_ok=True)
+    pool = study_pool(spec, work)
     check_against_pool(spec, pool)
     from doitray.data.pipeline import tokenize_records
 
-    tokenizer = study_tokenizer(spec, pool, cache)
-    return {"pool": os.path.dirname(pool.path) if pool.path.endswith(".parquet") else pool.path,
-            "tokenizer": tokenizer, "tokens": tokenize_records(pool.path, tokenizer, spec.template, cache),
-            "cache": cache}
+    tokenizer = study_tokenizer(spec, pool, work)
+    tokens = tokenize_records(pool.path, tokenizer, spec.template, work)
+    tok_shared = spec.tokenizer.path if spec.tokenizer.path and is_remote(spec.tokenizer.path) else None
+    return {"pool": share(os.path.dirname(pool.path), work, shared),
+            "tokenizer": tok_shared or share(tokenizer, work, shared), "tokens": share(tokens, work, shared),
+            "models": prepare_models(spec, tokenizer, work, shared), "cache": shared, "study": spec.name}
 
 
 def stage_quotas(content: dict, pool) -> list[tuple[str, dict[str, int]]]:

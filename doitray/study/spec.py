@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
 from doitray import abilities
+from doitray.eval.benchmarks.spec import SuiteSpec, check_suite_list
 from doitray.eval.scorers import check_metric
 from doitray.eval.selection import SELECT_RULES
 from doitray.study.stages import STRATEGIES  # the one strategy table (stages imports only the data layer)
+from doitray.tracking import KINDS as TRACKERS
 from doitray.train.settings import CheckpointPolicy
 
 COMPOSITIONS_FIXED = ("balanced", "reconstruct", "maximum", "all")
@@ -40,12 +42,23 @@ class ModelLevel(_Strict):
     gguf: str | None = None  # "smollm2" or a .gguf file path
     tier: str = "default"
     init: Literal["pretrained", "scratch"] = "pretrained"
+    # engine options for this model's cells, key by key over evaluation.engine (e.g. a 33B's
+    # tensor_parallel_size); where and how fast it is served (eval.engine.SERVING_OPTIONS) is not in a cell's id
+    engine: dict[str, Any] = {}
 
     @model_validator(mode="after")
     def _one_source(self):
         if not (self.preset or self.path or self.gguf):
             raise ValueError("give preset, path or gguf")
         return self
+
+    @field_validator("engine")
+    @classmethod
+    def _engine(cls, v: dict) -> dict:
+        from doitray.eval.engine import EngineOptions
+
+        EngineOptions.from_any(v)
+        return v
 
 
 class TokenizerSpec(_Strict):
@@ -116,13 +129,16 @@ class StrategyRoles(_Strict):
 
 
 class EvaluationSpec(_Strict):
-    suites: list[dict[str, Any]] = []
+    # typed entries (eval.benchmarks.SuiteSpec: kind pool | cmmlu | ceval | agieval | …); empty: the pool suite
+    suites: list[SuiteSpec] = []
     select: Literal[SELECT_RULES] = "valid_loss"  # type: ignore[valid-type]  # eval.selection
     evaluate: Literal["selected", "all", "last"] = "selected"
     max_new_tokens: int = Field(default=64, ge=1)
     engine: dict[str, Any] = {}
     # valid-loss rows per ability at every checkpoint (None: 64); large models may want fewer
     valid_loss_per_ability: int | None = Field(default=None, ge=1)
+    # run code suites even where the sandbox cannot isolate model-written programs (eval.sandbox)
+    allow_unsafe_code: bool = False
 
     @field_validator("engine")
     @classmethod
@@ -131,6 +147,16 @@ class EvaluationSpec(_Strict):
 
         EngineOptions.from_any(v)
         return v
+
+    @field_validator("suites")
+    @classmethod
+    def _suites(cls, v: list[SuiteSpec]) -> list[SuiteSpec]:
+        return check_suite_list(v)
+
+    @field_serializer("suites")
+    def _dump_suites(self, v: list[SuiteSpec]) -> list[dict[str, Any]]:
+        # as written (defaults left out): an entry of an earlier study file dumps, and hashes, as it did
+        return [s.model_dump(mode="json", exclude_defaults=True) for s in v]
 
 
 class TierSpec(_Strict):
@@ -147,6 +173,26 @@ class TierSpec(_Strict):
     # overrides training.micro_batch for this tier's cells (a memory knob: the global batch stays fixed, and
     # it is not part of a cell's id), e.g. a smaller micro-batch so that 16 workers divide the global batch
     micro_batch: int | None = Field(default=None, ge=1)
+    # how a cell's Train workers are placed (a Ray placement-group strategy); auto: STRICT_PACK when a GPU cell
+    # fits one node of gpus_per_node GPUs (its collectives stay on NVLink), else PACK
+    placement: Literal["auto", "PACK", "STRICT_PACK", "SPREAD"] = "auto"
+    gpus_per_node: int = Field(default=8, ge=1)
+
+    def placement_strategy(self) -> str:
+        """The Train workers' placement-group strategy (``placement`` with ``auto`` decided)."""
+        if self.placement != "auto":
+            return self.placement
+        return "STRICT_PACK" if self.gpus_per_worker and self._max_gpus() <= self.gpus_per_node else "PACK"
+
+    def _max_gpus(self) -> int:
+        return max(self.worker_counts()) * self.gpus_per_worker
+
+    @model_validator(mode="after")
+    def _placement_fits(self):
+        if self.placement == "STRICT_PACK" and self.gpus_per_worker and self._max_gpus() > self.gpus_per_node:
+            raise ValueError(f"placement STRICT_PACK puts every worker on one node, but {self._max_gpus()} GPUs "
+                             f"exceed gpus_per_node {self.gpus_per_node}; use PACK (or auto)")
+        return self
 
     def worker_counts(self) -> range:
         """Every worker count this tier may run a cell on (an elastic [min, max] tier: all of them)."""
@@ -160,6 +206,16 @@ class TierSpec(_Strict):
         if lo < 1 or hi < lo:
             raise ValueError("workers must be >= 1, or (min, max) with 1 <= min <= max")
         return v
+
+
+class TrackingSpec(_Strict):
+    """Where each cell's run is logged (``doitray.tracking``): one run per cell nested under one per study."""
+
+    kind: Literal[TRACKERS] = "mlflow"  # type: ignore[valid-type]  # doitray.tracking.KINDS
+    # mlflow: a tracking URI (default: sqlite:///<storage>/mlflow.db on a local storage; object storage needs
+    # one); tensorboard: the log folder (default <storage>/tensorboard); wandb: its folder (default <storage>/wandb)
+    uri: str | None = None
+    experiment: str | None = None  # the MLflow experiment / W&B project / TensorBoard subfolder (default: name)
 
 
 class StudySpec(_Strict):
@@ -194,6 +250,7 @@ class StudySpec(_Strict):
     # transference: share|gain} (doitray.analysis)
     analysis: dict[str, Any] = {}
     max_retries: int = Field(default=2, ge=0)
+    tracking: TrackingSpec = TrackingSpec()
 
     def _check_memory(self, settings) -> None:
         _fits(self, settings)
@@ -402,6 +459,16 @@ def _resolve(p: Any, base: str) -> Any:
     return os.path.expanduser(p) if isinstance(p, str) else p
 
 
+def _resolve_suite(s: Any, base: str) -> Any:
+    """A suite entry with its benchmark path and its judge's model dir resolved (an endpoint URL is kept)."""
+    if not isinstance(s, dict):
+        return s
+    out = {**s, "path": _resolve(s["path"], base)} if s.get("path") else dict(s)
+    if isinstance(s.get("judge"), dict) and s["judge"].get("path"):
+        out["judge"] = {**s["judge"], "path": _resolve(s["judge"]["path"], base)}
+    return out
+
+
 def _resolve_paths(data: dict[str, Any], base: str) -> dict[str, Any]:
     data = dict(data)
     if "storage" in data:
@@ -416,9 +483,7 @@ def _resolve_paths(data: dict[str, Any], base: str) -> dict[str, Any]:
         data["tokenizer"] = {**data["tokenizer"], "path": _resolve(data["tokenizer"]["path"], base)}
     ev = data.get("evaluation")
     if isinstance(ev, dict) and isinstance(ev.get("suites"), list):
-        data["evaluation"] = {**ev, "suites": [{**s, "path": _resolve(s["path"], base)}
-                                               if isinstance(s, dict) and s.get("path") else s
-                                               for s in ev["suites"]]}
+        data["evaluation"] = {**ev, "suites": [_resolve_suite(s, base) for s in ev["suites"]]}
     return data
 
 
@@ -454,8 +519,9 @@ def missing_paths(spec: StudySpec, *, models: bool = True) -> list[tuple[str, st
                     if gone(v) and (f == "path" or v.endswith(".gguf"))]
         if gone(spec.tokenizer.path):
             out.append(("tokenizer.path", spec.tokenizer.path))
-        out += [(f"evaluation.suites[{i}].path", s["path"]) for i, s in enumerate(spec.evaluation.suites)
-                if isinstance(s, dict) and gone(s.get("path"))]
+        for i, s in enumerate(spec.evaluation.suites):
+            out += [(f"evaluation.suites[{i}].{f}", p) for f, p in (("path", s.path),
+                                                                    ("judge.path", s.judge and s.judge.path)) if gone(p)]
     return out
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from doitray.scratch import fetch
 from doitray.train import data as D
 from doitray.train import fsdp
 from doitray.train.settings import CheckpointPolicy, TrainSettings
@@ -115,8 +116,10 @@ def setup(cfg: dict) -> Worker:
     data_s = time.perf_counter() - t_load
     if train.seq_len != s.seq_len:
         raise ValueError(f"packed data has seq_len {train.seq_len}, settings.seq_len is {s.seq_len}")
-    source = cfg["source"]
-    tok_dir = source["tokenizer_dir"]
+    source = dict(cfg["source"])  # its folders may be storage URIs: this node's copies
+    source["tokenizer_dir"] = tok_dir = fetch(source["tokenizer_dir"])
+    if source.get("hf_dir"):
+        source["hf_dir"] = fetch(source["hf_dir"])
     pad_id = AutoTokenizer.from_pretrained(tok_dir).pad_token_id or 0
     model = fsdp.build_sharded_model(source, mesh, device, seed=s.seed, bf16=bf16, ac=s.activation_checkpointing,
                                      init_hf_dir=cfg.get("init_hf_dir"), reshard_after_forward=s.reshard_after_forward)

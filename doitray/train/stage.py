@@ -13,7 +13,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,7 +44,13 @@ class StageSpec(BaseModel):
     resources_per_worker: dict[str, float] | None = None
     use_gpu: bool = False
     max_failures: int = 0
+    # the workers' placement group (not part of the stage's identity): STRICT_PACK keeps a GPU group on one node
+    placement_strategy: Literal["PACK", "STRICT_PACK", "SPREAD", "STRICT_SPREAD"] = "PACK"
     cache_dir: str | None = Field(None, description="node-local cache for prepared models (default ~/.cache/doitray)")
+    source: dict | None = Field(None, description="the model already resolved (a ModelSource dict whose folders may "
+                                "be storage URIs: each worker fetches them); default: resolve model/init_from here")
+    tracking: dict | None = Field(None, description="the cell's tracked run, for rank 0's metrics by step "
+                                  "(doitray.tracking.Run.worker_ref; not part of the stage's identity)")
     # test hooks (not part of the stage's identity)
     fail_at_step: int | None = None
     fail_marker: str | None = None
@@ -77,14 +83,19 @@ class StageResult(BaseModel):
 
 
 def _data_key(path: str | None) -> str | None:
+    """The packed data's content key (``packed.json`` beside its ``data`` folder, without where it lies: the
+    same data packed on another node's scratch gives the same key); the path itself when there is none."""
     if path is None:
         return None
-    meta = join(path, "packed.json")
-    try:
-        body = json.dumps(read_json(meta), sort_keys=True) if exists(meta) else ""
-    except Exception:  # noqa: BLE001 - an unreadable sidecar just falls back to the path
-        body = ""
-    return hashlib.sha256(f"{path}\n{body}".encode()).hexdigest()[:16]
+    for meta in (join(path, "packed.json"), join(os.path.dirname(path.rstrip("/")), "packed.json")):
+        try:
+            info = read_json(meta) if exists(meta) else None
+        except Exception:  # noqa: BLE001 - an unreadable sidecar just falls back to the path
+            info = None
+        if info:
+            body = json.dumps({k: v for k, v in info.items() if k not in ("path", "tokenizer")}, sort_keys=True)
+            return hashlib.sha256(body.encode()).hexdigest()[:16]
+    return hashlib.sha256(path.encode()).hexdigest()[:16]
 
 
 def stage_key(spec: StageSpec) -> str:
@@ -192,6 +203,15 @@ def _trainer_class():
     return StageTrainer
 
 
+def scaling_config(spec: StageSpec):
+    """The stage's ``ray.train.ScalingConfig``: its workers, what each holds, and their placement strategy."""
+    import ray.train
+
+    res = spec.resources_per_worker or ({"CPU": 1, "GPU": 1} if spec.use_gpu else {"CPU": 1})
+    return ray.train.ScalingConfig(num_workers=spec.num_workers, use_gpu=spec.use_gpu, resources_per_worker=res,
+                                   placement_strategy=spec.placement_strategy)
+
+
 def run_stage(spec: StageSpec) -> StageResult:
     """Train one stage (or return its recorded result if it already completed)."""
     import ray
@@ -199,7 +219,8 @@ def run_stage(spec: StageSpec) -> StageResult:
     import ray.train
     from transformers import AutoTokenizer
 
-    from doitray.models.loading import resolve_model
+    from doitray.models.loading import ModelSource, export_source, resolve_model
+    from doitray.scratch import fetch
     from doitray.train.loop import train_loop_per_worker
 
     key = stage_key(spec)
@@ -213,12 +234,14 @@ def run_stage(spec: StageSpec) -> StageResult:
 
     cache = Path(spec.cache_dir or os.path.expanduser("~/.cache/doitray"))
     cache.mkdir(parents=True, exist_ok=True)
-    if spec.init_from:
-        source = resolve_model(spec.init_from, template=spec.template, cache_dir=cache, tokenizer_dir=spec.init_from)
+    if spec.source is not None:
+        source = ModelSource(**spec.source)
+    elif spec.init_from:
+        source = export_source(spec.init_from)
     else:
         source = resolve_model(spec.model, template=spec.template, cache_dir=cache, model_path=spec.model_path,
                                tokenizer_dir=spec.tokenizer_dir)
-    tok = AutoTokenizer.from_pretrained(source.tokenizer_dir)
+    tok = AutoTokenizer.from_pretrained(fetch(source.tokenizer_dir))
     datasets = {"train": _packed_dataset(spec.train_data)}
     if spec.valid_data:
         datasets["valid"] = _packed_dataset(spec.valid_data)
@@ -227,13 +250,11 @@ def run_stage(spec: StageSpec) -> StageResult:
     cfg = {"source": source.as_dict(), "settings": spec.settings.model_dump(), "policy": spec.checkpoint.model_dump(),
            "export_root": join(run_uri, "exports"), "run_uri": run_uri, "generation": _generation(tok, spec.template),
            "has_valid": bool(spec.valid_data), "cache_dir": str(cache), "fail_at_step": spec.fail_at_step,
-           "fail_marker": spec.fail_marker, "stop_after_steps": spec.stop_after_steps}
-    res = spec.resources_per_worker or ({"CPU": 1, "GPU": 1} if spec.use_gpu else {"CPU": 1})
+           "fail_marker": spec.fail_marker, "stop_after_steps": spec.stop_after_steps, "tracking": spec.tracking}
     trainer = _trainer_class()(
         train_loop_per_worker, train_loop_config=cfg,
         datasets=datasets, dataset_config=_ingest_config(),
-        scaling_config=ray.train.ScalingConfig(num_workers=spec.num_workers, use_gpu=spec.use_gpu,
-                                               resources_per_worker=res),
+        scaling_config=scaling_config(spec),
         run_config=ray.train.RunConfig(
             name=run_name, storage_path=spec.storage_path,
             failure_config=ray.train.FailureConfig(max_failures=spec.max_failures),

@@ -11,7 +11,7 @@ import os
 import socket
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -63,6 +63,31 @@ def dead_s3(monkeypatch) -> str:
     return endpoint
 
 
+@pytest.fixture
+def listening_s3(monkeypatch):
+    """AWS_ENDPOINT_URL at a loopback listener that counts the connections made to it (and drops them)."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(0.2)
+    seen, stop = [], threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            seen.append(1)
+            conn.close()
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{srv.getsockname()[1]}")
+    yield seen
+    stop.set()
+    t.join(2)
+    srv.close()
+
+
 def _one_line_error(capsys, *must: str) -> str:
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
@@ -75,13 +100,12 @@ def _one_line_error(capsys, *must: str) -> str:
 
 
 # -- storage ----------------------------------------------------------------------------------------------
-def test_placeholder_bucket_is_refused_before_any_request(tmp_path, capsys):
+def test_placeholder_bucket_is_refused_before_any_request(tmp_path, capsys, listening_s3):
     """The README's `s3://YOUR-BUCKET` fails at once, offline, naming the storage and the fix."""
     study = _study(tmp_path, "s3://YOUR-BUCKET/doitray/tiny")
-    t0 = time.time()
     assert main(["study", "run", str(study)]) == 2
-    line = _one_line_error(capsys, "s3://YOUR-BUCKET/doitray/tiny", "placeholder", "--storage", "local folder")
-    assert time.time() - t0 < 10, line  # no network round trip (pyarrow would resolve the bucket's region)
+    _one_line_error(capsys, "s3://YOUR-BUCKET/doitray/tiny", "placeholder", "--storage", "local folder")
+    assert not listening_s3  # no request was made (pyarrow would resolve the bucket's region)
     assert main(["study", "status", "s3://YOUR-BUCKET/doitray/tiny"]) == 2
     _one_line_error(capsys, "placeholder")
 
@@ -112,15 +136,14 @@ def test_unknown_storage_scheme(tmp_path, capsys):
 
 
 # -- study plan needs no storage --------------------------------------------------------------------------
-def test_plan_reads_grid_and_data_without_touching_storage(tmp_path, capsys, dead_s3):
+def test_plan_reads_grid_and_data_without_touching_storage(tmp_path, capsys, listening_s3):
     """No --no-data needed: the storage (placeholder or unreachable) is never opened by a plan."""
     for storage in ("s3://YOUR-BUCKET/doitray/tiny", "s3://bkt/doitray/tiny"):
-        t0 = time.time()
         assert main(["study", "plan", str(_study(tmp_path, storage))]) == 0
         out = capsys.readouterr()
         assert "study tiny: 2 cells" in out.out and "(estimated)" in out.out, out
         assert "Traceback" not in out.err
-        assert time.time() - t0 < 5  # one S3 request to the dead endpoint alone takes ~6 s of retries
+        assert not listening_s3  # not one connection to the storage's endpoint
 
 
 def test_plan_with_unreadable_sources_prints_the_grid_and_a_note(tmp_path, capsys):
@@ -170,13 +193,11 @@ def test_no_ray_cluster_at_the_address(tmp_path, capsys, monkeypatch):
     study = _study(tmp_path, str(tmp_path / "runs"))
     address = f"127.0.0.1:{_free_port()}"
     monkeypatch.setenv("RAY_ADDRESS", address)
-    t0 = time.time()
     assert main(["study", "run", str(study)]) == 2
     _one_line_error(capsys, f"no Ray cluster at RAY_ADDRESS {address}", "ray start --head", "unset RAY_ADDRESS")
     monkeypatch.delenv("RAY_ADDRESS")
     assert main(["study", "run", str(study), "--address", address]) == 2
     _one_line_error(capsys, f"no Ray cluster at --address {address}", "omit --address")
-    assert time.time() - t0 < 30
 
 
 # -- experiments/grid.py shares the handling --------------------------------------------------------------
