@@ -16,6 +16,7 @@ import errno
 import json
 import os
 import re
+import time
 import uuid
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -246,13 +247,31 @@ class ResultsStore:
         schema = SCHEMAS[table]
         pieces = []
         for p in self.parts(table):
-            with self._errors(), self.fs.open_input_file(p) as f:
-                t = pq.read_table(f)
+            t = self._read_part(p)
             for name in schema.names:     # a part written before a column existed reads it as null
                 if name not in t.column_names:
                     t = t.append_column(name, pa.nulls(len(t), schema.field(name).type))
             pieces.append(t.select(schema.names).cast(schema))
         return pa.concat_tables(pieces) if pieces else schema.empty_table()
+
+    def _read_part(self, path: str) -> pa.Table:
+        """One part. On object storage another writer may replace it meanwhile, and pyarrow's read takes the size
+        (HEAD) before the bytes (a ranged GET): a longer new version then arrives cut off. Such a read is retried."""
+        with self._errors():
+            if self._local:
+                return pq.read_table(path, filesystem=self.fs)
+            return self._get(path, lambda b: pq.read_table(pa.BufferReader(b)))
+
+    def _get(self, path: str, parse):
+        for attempt in range(6):
+            with self.fs.open_input_stream(path) as f:
+                data = f.read()
+            try:
+                return parse(data)
+            except (pa.ArrowInvalid, ValueError):
+                if attempt == 5:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
 
     def read(self, table: str) -> pd.DataFrame:
         """The whole table as a DataFrame (empty, with its columns, when nothing was written yet)."""
@@ -263,8 +282,10 @@ class ResultsStore:
         with self._errors():
             if self.fs.get_file_info(p).type != pafs.FileType.File:
                 return None
-            with self.fs.open_input_stream(p) as f:
-                return json.loads(f.read().decode("utf-8"))
+            if self._local:
+                with self.fs.open_input_stream(p) as f:
+                    return json.loads(f.read().decode("utf-8"))
+            return self._get(p, lambda b: json.loads(b.decode("utf-8")))
 
     def exists(self) -> bool:
         with self._errors():
