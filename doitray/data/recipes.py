@@ -15,7 +15,9 @@ names) and says how many to take per ability with exactly one quantity rule:
   "reconstruct": ethics 64, role_play 64, creative_writing 1000, the rest filled to 10,000).
 
 ``scale`` multiplies a part's quantity (DMT's replay fraction k); because sampling takes a prefix of a
-fixed per-ability order, the scaled sample is nested inside the unscaled one. Asking for more rows than
+fixed per-ability order, the scaled sample is nested inside the unscaled one. ``keep`` takes only some of
+the selected abilities at the quotas the whole selection gets (a staged strategy's stage: the rows of its
+abilities in the multi-task sample, so the stages of a strategy together train on that sample). Asking for more rows than
 available is an error unless ``upsample`` is set.
 """
 from __future__ import annotations
@@ -55,6 +57,7 @@ class Part(BaseModel):
     remainder_to: str | None = None
     scale: float = Field(1.0, ge=0.0)
     upsample: bool = False
+    keep: tuple[str, ...] | None = None  # None: every selected ability
 
     @model_validator(mode="after")
     def _one_rule(self) -> "Part":
@@ -65,7 +68,7 @@ class Part(BaseModel):
                              f"got {rules or 'none'}")
         if self.fill_total is not None and self.caps is None:
             raise ValueError("fill_total is only allowed together with caps")
-        for name in (self.abilities or ()) + self.exclude + tuple(self.caps or ()) + \
+        for name in (self.abilities or ()) + self.exclude + (self.keep or ()) + tuple(self.caps or ()) + \
                 (tuple(self.per_ability) if isinstance(self.per_ability, dict) else ()):
             if not registry.is_known(name):
                 raise ValueError(f"unknown ability {name!r} in recipe part; known: {', '.join(registry.names())}")
@@ -98,6 +101,8 @@ class Part(BaseModel):
             q = self._caps_fill(sel, avail)
         if self.scale != 1.0:
             q = {a: _round(n * self.scale) for a, n in q.items()}
+        if self.keep is not None:
+            q = {a: n for a, n in q.items() if a in self.keep}
         if not self.upsample:
             short = {a: (n, avail[a]) for a, n in q.items() if n > avail[a]}
             if short:
@@ -152,8 +157,11 @@ class Recipe(BaseModel):
     name: str = ""
 
     def key(self) -> str:
-        """Content hash (the name is a label and does not change it)."""
-        return hashlib.sha256(self.model_copy(update={"name": ""}).model_dump_json().encode()).hexdigest()[:16]
+        """Content hash (the name is a label and does not change it; an unset ``keep`` is left out, so the keys of
+        recipes from before it existed are unchanged)."""
+        unset = {i: {"keep"} for i, p in enumerate(self.parts) if p.keep is None}
+        body = self.model_copy(update={"name": ""}).model_dump_json(exclude={"parts": unset} if unset else None)
+        return hashlib.sha256(body.encode()).hexdigest()[:16]
 
     def union(self, *others: "Recipe", name: str = "") -> "Recipe":
         return Recipe(parts=self.parts + tuple(p for o in others for p in o.parts), name=name or self.name)

@@ -21,10 +21,12 @@ from doitray.models.params import model_params
 from doitray.scratch import fetch
 from doitray.store import ResultsStore, part_key
 from doitray.study.cells import Cell, checkpoint_policy
+from doitray.study.owners import owned
 from doitray.study.prepare import local_cache
 from doitray.study.stages import stage_recipes
 from doitray.study.spec import TierSpec, tier_settings, training_settings
 from doitray.tracking import cell_run
+from doitray.train.storage import exists
 
 VALID_PER_ABILITY = 64  # default valid-loss rows per ability (a stable loss, cheap for tiny models every epoch)
 
@@ -122,7 +124,8 @@ class CellRun:
         HF export (``init_from``); returns [(stage index, StageResult)], training tokens, examples per ability.
 
         A stage already completed (same stage key: the same data, settings and starting weights) is returned
-        from its record without training again: DMT cells that differ only in k share stage 1."""
+        from its record without training again: DMT cells that differ only in k share stage 1. A stage shared
+        with a running cell is trained by one of them; the others wait for it (``study.owners``)."""
         from doitray.train.stage import METRICS, StageSpec, run_stage, stage_key
 
         valid = self._timed("data_s", self.valid_data)
@@ -139,8 +142,11 @@ class CellRun:
                              **self._resources(), tracking=self.track.worker_ref(prefix=self._track_prefix(i),
                                                                                  keys=METRICS))
             run_uri = _join(storage, f"{name}-{stage_key(spec)}")
-            resumed_from = latest_step(run_uri)
-            res = self._timed("train_s", run_stage, spec)
+            t0 = time.perf_counter()
+            with owned(self.content["study"], run_uri, self.cid, lambda: exists(_join(run_uri, "stage_complete.json"))):
+                resumed_from = latest_step(run_uri)
+                res = run_stage(spec)
+            self.seconds["train_s"] += time.perf_counter() - t0   # waiting for a shared stage's owner included
             self._record_stage(i, res, resumed_from)
             if res.reused or not self.track.live:  # no Train worker logged this stage into the cell's run
                 self.track.log_rows((self._track_prefix(i) + m["metric"], m["value"], m["step"]) for m in res.metrics)
@@ -165,6 +171,9 @@ class CellRun:
                    if isinstance(m.get("value"), (int, float))]
         metrics.append({"cell_id": self.cid, "stage": i, "step": 0, "epoch": 0.0, "metric": "resumed_from_step",
                         "value": float(resumed_from)})
+        # 1: this cell found the stage complete (trained by another cell sharing it, or by an earlier attempt)
+        metrics.append({"cell_id": self.cid, "stage": i, "step": 0, "epoch": 0.0, "metric": "stage_reused",
+                        "value": float(res.reused)})
         self.store.write("train_metrics", part_key(self.cid, i), metrics)
 
     # -- evaluation ---------------------------------------------------------------------------

@@ -7,7 +7,8 @@ re-run skips or resumes it, and a changed setting makes a new cell.
 Levels that do not apply are normalised before hashing so that equivalent cells collapse into one:
 ``replay_frac`` only applies to DMT, a quantity (volume / per_ability / frac) does not apply to the
 compositions that fix their own sizes (``reconstruct``, ``maximum``, ``all``, ``ratio:…``, ``recipe:…``),
-and roles only matter to staged strategies and ratio compositions.
+and roles only matter to staged strategies, ratio compositions and the multi-task cells of a strategy comparison
+whose data holds abilities outside the roles (``_roles_limit_multitask``).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from doitray import abilities as registry
 from doitray.eval.engine import SERVING_OPTIONS
 from doitray.study.spec import ModelLevel, StudySpec, TierSpec
 from doitray.train.settings import CheckpointPolicy
@@ -113,6 +115,23 @@ def checkpoint_policy(content: dict[str, Any]) -> CheckpointPolicy:
                             num_to_keep=ck.get("num_to_keep") or 2, export=export)
 
 
+_ROLE_LIMITED = ("balanced", "all", "loo")  # the compositions a strategy comparison's roles limit (study.stages)
+
+
+def _roles_limit_multitask(spec: StudySpec) -> bool:
+    """Whether the multi-task cells of a strategy comparison train on less once limited to the roles' abilities
+    (``study.stages.base_recipe``): the roles enter their content only then, so a study whose data holds
+    nothing outside the roles keeps its cell ids. Unknown (a source of many abilities): assumed so."""
+    if not set(spec.factors.strategy) - {"multitask"}:
+        return False
+    roles = set(spec.roles.specialist) | set(spec.roles.general)
+    if spec.abilities:
+        return not set(spec.abilities) <= roles
+    declared = {s.get("ability") and registry.canonical(s["ability"]) for s in spec.sources
+                if s.get("split") in (None, "train")}
+    return None in declared or not declared <= roles
+
+
 def _excluded(levels: dict[str, Any], rules: list[dict[str, Any]]) -> bool:
     def match(v: Any, want: Any) -> bool:
         return v in want if isinstance(want, list) else v == want
@@ -156,7 +175,8 @@ def expand_cells(spec: StudySpec) -> list[Cell]:
             "evaluation": spec.evaluation.model_dump(exclude={"valid_loss_per_ability"} if
                                                      spec.evaluation.valid_loss_per_ability is None else None),
         }
-        if levels["strategy"] != "multitask" or composition.startswith("ratio:"):
+        if levels["strategy"] != "multitask" or composition.startswith("ratio:") or \
+                (composition.split(":")[0] in _ROLE_LIMITED and _roles_limit_multitask(spec)):
             content["roles"] = spec.roles.model_dump()
         if composition.startswith("recipe:"):
             content["recipe"] = spec.recipes[composition.split(":", 1)[1]]

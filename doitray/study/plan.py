@@ -58,7 +58,8 @@ class StudyPlan:
     def text(self) -> str:
         from doitray.console import table
 
-        rows = [{"cell": c.cell_id, "levels": c.label, "params": _si(c.params), "stages": len(c.stages),
+        rows = [{"cell": c.cell_id, "levels": c.label, "params": _si(c.params),
+                 "examples by stage": " · ".join(f"{s['stage']} {s['examples']}" for s in c.stages),
                  "examples": c.examples, "tokens": _si(c.tokens), "PFLOP": c.flops / 1e15,
                  "GPU-h": c.gpu_hours, "fits": "" if c.fits is None else ("yes" if c.fits else "NO"),
                 "engine": c.engine}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import ray
 from ray import tune
 
+from doitray.study import owners
 from doitray.study.cells import Cell, cells_by_tier, expand_cells
 from doitray.study.prepare import prepare_study
 from doitray.study.progress import ProgressCallback, study_status
@@ -119,12 +120,15 @@ def run_study(spec: StudySpec, *, retry_failed: bool = False, progress_interval:
     if todo and spec.data_preparation == "upfront":
         _materialize(spec, store, todo, shared)
     started_serve = _ensure_serve() if todo else False
+    leases = owners.start(spec.name) if todo else None  # one owner trains each stage that cells share
     try:
         for tier_name, tier_cells in cells_by_tier(todo).items():
             k = tier_concurrency(spec, tier_name, len(tier_cells))
             store.write_json("run.json", {"concurrency": k, "tier": tier_name, "started_at": t0})
             _run_tier(spec, store, tier_name, tier_cells, k, shared, progress_interval)
     finally:
+        if leases is not None:
+            ray.kill(leases)
         if started_serve:
             from ray import serve
 

@@ -1,9 +1,12 @@
 """From a cell's factor levels to the data recipe of each of its training stages: the one strategy table.
 
-The cell's *base recipe* is what a multi-task run trains on (construction × composition × quantity).
-``TABLE`` maps each SFT strategy (DMT paper §3.3/§4) to a function ``(base recipe, roles, levels) ->
-[(stage name, Recipe)]``; a staged strategy splits the base recipe by role (``roles.specialist`` /
-``roles.general``), each stage training on the base recipe restricted to that stage's abilities:
+The cell's *base recipe* is what a multi-task run trains on (construction × composition × quantity); in a
+study that compares strategies it draws from the roles' abilities only (``roles.specialist`` +
+``roles.general``), as DMT's multi-task baseline mixes the specialist and general sets. ``TABLE`` maps each
+SFT strategy (DMT paper §3.3/§4) to a function ``(base recipe, roles, levels) -> [(stage name, Recipe)]``; a
+staged strategy splits the base recipe by role, each stage training on the rows of its abilities *in the base
+recipe's sample* (``restrict``), so every strategy at a grid point trains on the same data and the comparison
+is about order, not amount (DMT adds k × the specialist data to stage 2):
 
 - ``multitask``: one stage, ``multitask``, on the base recipe;
 - ``sequential``: ``seq-<ability>`` for each specialist ability in ``roles.order`` (default: as listed),
@@ -51,6 +54,9 @@ def base_recipe(content: dict[str, Any]) -> Recipe:
                       name=f"ratio-{s:g}-{g:g}")
     if comp == "only":
         abilities = [arg]
+    elif _has_roles(content):
+        staged = list(dict.fromkeys(content["roles"]["specialist"] + content["roles"]["general"]))
+        abilities = [a for a in staged if a in abilities] if abilities else staged
     common = dict(construction=construction, abilities=tuple(abilities) if abilities else None, exclude=exclude,
                   upsample=upsample)
     if comp == "all" or all(lv.get(q) is None for q in ("volume", "per_ability", "frac")):
@@ -64,13 +70,30 @@ def base_recipe(content: dict[str, Any]) -> Recipe:
     return Recipe(parts=(part,), name=f"{comp}{'-' + arg if arg else ''}-{part.name}")
 
 
+def _has_roles(content: dict[str, Any]) -> bool:
+    roles = content.get("roles") or {}
+    return bool(roles.get("specialist") and roles.get("general"))
+
+
+# quantity rules whose count for one ability depends on which other abilities are selected
+def _shared_rule(p: Part) -> bool:
+    return p.total is not None or p.fill_total is not None
+
+
 def restrict(recipe: Recipe, abilities: list[str], name: str) -> Recipe:
-    """``recipe`` limited to ``abilities`` (parts that select none of them are dropped)."""
+    """The rows of ``abilities`` in ``recipe``'s sample (parts that select none of them are dropped).
+
+    A part whose per-ability counts are independent (``frac``, ``per_ability``, ``all``, caps alone) is narrowed to
+    those abilities; one whose counts are shared out over its selection (``total``, ``fill_total``) keeps its
+    selection and ``keep``s those abilities, so each gets the count it has in the whole sample."""
     keep = set(abilities)
     parts = []
     for p in recipe.parts:
         sel = tuple(a for a in (p.abilities if p.abilities is not None else abilities) if a in keep and a not in p.exclude)
         if not sel:
+            continue
+        if _shared_rule(p):
+            parts.append(p.model_copy(update={"keep": tuple(a for a in sel if p.keep is None or a in p.keep)}))
             continue
         update: dict[str, Any] = {"abilities": sel}
         if p.caps:

@@ -1,44 +1,43 @@
-"""A staged study end to end through the real runner (experiments/grid.py on local Ray): sequential,
-mixed-sequential and DMT at two replay fractions on a tiny model. Every stage starts from the previous
-stage's final export, and the DMT cells (and mixed-sequential, whose first stage is the same) train their
-shared stage 1 once."""
+"""The shipped mini DMT study (experiments/studies/mini-dmt.yaml) end to end through the real runner
+(experiments/grid.py on local Ray, two cells at once): multi-task, sequential, mixed-sequential and DMT at two
+replay fractions on a tiny model. Every stage starts from the previous stage's final export; the three cells that
+start with the specialist stage train it once (one owner, the others wait: no collision, no retry); the report
+draws the strategy comparison, the k trade-off and the forgetting views from the store."""
 from __future__ import annotations
 
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from doitray.store import ResultsStore
 
-from studykit import child_env, grid_cmd
+from studykit import REPO, child_env, grid_cmd
 
 pytestmark = pytest.mark.slow
 
-SPECIALIST, GENERAL = ["math", "code"], ["history", "biology"]
-STAGES = {("sequential", 0.0): ["seq-math", "seq-code", "general"],
+MINI_DMT = REPO / "experiments" / "studies" / "mini-dmt.yaml"
+SPECIALIST, GENERAL = ["math", "code"], ["understanding"]
+STAGES = {("multitask", 0.0): ["multitask"],
+          ("sequential", 0.0): ["seq-math", "seq-code", "general"],
           ("mixed_sequential", 0.0): ["specialist", "general"],
           ("dmt", 0.25): ["specialist", "general+replay-0.25"],
           ("dmt", 1.0): ["specialist", "general+replay-1"]}
+STAGED = {lv: names for lv, names in STAGES.items() if len(names) > 1}
 
 
-def test_staged_strategies_end_to_end(write_study):
-    study, storage = write_study(
-        abilities=SPECIALIST + GENERAL,
-        roles={"specialist": SPECIALIST, "general": GENERAL},
-        factors={"model": ["xs"], "per_ability": [16], "strategy": ["sequential", "mixed_sequential", "dmt"],
-                 "replay_frac": [0.25, 1.0]},
-        training={"preset": "tiny", "epochs": 1, "seq_len": 128, "global_batch": 2, "micro_batch": 2},  # a few steps
-        data_preparation="upfront",
-        evaluation={"select": "last", "evaluate": "selected", "max_new_tokens": 8, "valid_loss_per_ability": 4,
-                    "suites": [{"limit_per_ability": 2, "ood": False}], "engine": {"shared": True}})
-    p = subprocess.run(grid_cmd(study, "--no-report"), capture_output=True, text=True, timeout=900, env=child_env(),
-                       start_new_session=True)
+def test_mini_dmt_study_end_to_end(tmp_path: Path):
+    storage = tmp_path / "store"
+    p = subprocess.run(grid_cmd(MINI_DMT, "--storage", str(storage)), capture_output=True, text=True, timeout=1200,
+                       env=child_env(), start_new_session=True)
     assert p.returncode == 0, f"exit {p.returncode}\nSTDOUT\n{p.stdout[-3000:]}\nSTDERR\n{p.stderr[-6000:]}"
-    assert "4/4 cells done, 0 failed" in p.stdout
+    assert "5/5 cells done, 0 failed" in p.stdout
 
     store = ResultsStore(str(storage))
     cells = store.read("cells")
-    assert (cells["state"] == "done").all() and len(cells) == 4
+    assert (cells["state"] == "done").all() and len(cells) == 5
+    assert (cells["attempts"] == 1).all()          # no cell failed on another's half-written stage and retried
     cid = {(r["strategy"], float(r["replay_frac"])): r["cell_id"] for r in cells.to_dict("records")}
     assert set(cid) == set(STAGES)
 
@@ -53,18 +52,22 @@ def test_staged_strategies_end_to_end(write_study):
         return mine.iloc[0]
 
     # the specialist stage is one Train run for the three cells that start with it ...
-    shared = [stage(lv, 0) for lv in STAGES if lv[0] != "sequential"]
+    sharing = [lv for lv in STAGED if lv[0] != "sequential"]
+    shared = [stage(lv, 0) for lv in sharing]
     assert len({(s["path"], s["hf_path"]) for s in shared}) == 1
     assert len(list((storage / "train").glob("specialist-*"))) == 1
-    # ... trained by the first of them only: the others found it complete (nothing left to resume)
+    # ... trained by one of them: the others found it complete (waiting for its owner if it was running)
     metrics = store.read("train_metrics")
-    resumed = {lv: metrics[(metrics["cell_id"] == cid[lv]) & (metrics["stage"] == 0)
-                           & (metrics["metric"] == "resumed_from_step")]["value"].item() for lv in STAGES}
+
+    def stage_metric(lv, name):
+        m = metrics[(metrics["cell_id"] == cid[lv]) & (metrics["stage"] == 0) & (metrics["metric"] == name)]
+        return m["value"].item()
+
     last_step = int(shared[0]["step"])
-    assert sorted(resumed[lv] for lv in STAGES if lv[0] != "sequential") == [0, last_step, last_step]
+    assert sorted(stage_metric(lv, "resumed_from_step") for lv in sharing) == [0, last_step, last_step]
+    assert sorted(stage_metric(lv, "stage_reused") for lv in sharing) == [0.0, 1.0, 1.0]
     # their second stages differ (different data), each a run of its own
-    seconds = {(stage(lv, 1)["path"]) for lv in STAGES}
-    assert len(seconds) == 4 and len(list((storage / "train").glob("general*"))) == 4
+    assert len({stage(lv, 1)["path"] for lv in STAGED}) == 4 and len(list((storage / "train").glob("general*"))) == 4
 
     # each stage started from the previous stage's weights: its first training loss is below the first
     # stage's first loss (a model from scratch)
@@ -72,7 +75,7 @@ def test_staged_strategies_end_to_end(write_study):
         m = metrics[(metrics["cell_id"] == cid[levels]) & (metrics["stage"] == i) & (metrics["metric"] == "train_loss")]
         return m.sort_values("step")["value"].iloc[0]
 
-    for levels, names in STAGES.items():
+    for levels, names in STAGED.items():
         for i in range(1, len(names)):
             assert first_loss(levels, i) < first_loss(levels, 0) - 0.1, (levels, i)
 
@@ -80,6 +83,17 @@ def test_staged_strategies_end_to_end(write_study):
     test = scores[scores["split"] == "test"]
     assert set(test["cell_id"]) == set(cid.values())
     assert set(test["ability"]) - {"overall"} == set(SPECIALIST + GENERAL)
-    # a cell is scored at its last stage's checkpoint
+    # evaluate: all: every stage's checkpoint of every cell is scored (forgetting across stages)
     for levels, names in STAGES.items():
-        assert set(test[test["cell_id"] == cid[levels]]["stage"]) == {len(names) - 1}
+        assert set(test[test["cell_id"] == cid[levels]]["stage"]) == set(range(len(names))), levels
+
+    # the report draws the DMT views from this store
+    [html] = [line.split("report:", 1)[1].strip() for line in p.stdout.splitlines() if line.startswith("report:")]
+    page = Path(html).read_text()
+    for key in ("strategy", "k_sweep", "forgetting"):
+        assert f"data-figure='{key}'" in page, key
+    text = subprocess.run([str(Path(sys.executable).with_name("doitray")), "report", str(storage), "--text"], capture_output=True, text=True,
+                          timeout=300, env=child_env())
+    assert text.returncode == 0, text.stderr[-3000:]
+    for section in ("Scores by strategy", "DMT k sweep", "Forgetting (best before last stage"):
+        assert section in text.stdout, section

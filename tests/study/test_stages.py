@@ -52,8 +52,9 @@ def test_the_table_is_the_allowed_strategies(tmp_path):
 
 def test_stage_names_and_quotas_of_every_strategy(tmp_path, pool):
     cells = _cells(tmp_path, strategy=list(STRATEGIES), replay_frac=[0.0, 0.25, 1.0])
-    every = {a: PER for a in pool.abilities(split="train")}
-    assert len(every) == 10
+    assert len(pool.abilities(split="train")) == 10
+    # a strategy comparison's multi-task cell mixes the roles' abilities (DMT's baseline), not the whole pool
+    every = {a: PER for a in SPECIALIST + GENERAL}
     # the live stage names: they name Train runs and store rows, so existing stores resume
     assert stage_quotas(_one(cells, "multitask").content, pool) == [("multitask", every)]
     assert stage_quotas(_one(cells, "sequential").content, pool) == [
@@ -68,6 +69,61 @@ def test_stage_names_and_quotas_of_every_strategy(tmp_path, pool):
         assert s2 == f"general+replay-{k:g}"
         # stage 2: all of the general data + k x the specialist sample of stage 1
         assert q2 == {**{a: PER for a in GENERAL}, **{a: round(k * PER) for a in SPECIALIST}}
+
+
+ROLES = {"specialist": ["math", "code"], "general": ["creative_writing", "role_play"]}
+
+
+def _strategy(label: str) -> str:
+    return next(s for s in STRATEGIES if f" {s} " in f" {label} ")
+
+
+@pytest.mark.parametrize("composition", ["balanced", "all"])
+def test_every_strategy_trains_on_the_multitask_data(ray_local, tmp_path, composition):
+    """The issue's grid point (volume 320, roles math+code / creative_writing+role_play): every strategy's stages
+    together train on exactly the multi-task cell's rows, DMT plus k x its specialist rows (``study plan``'s
+    per-stage counts, then the row ids the cells sample)."""
+    from doitray.data.sampling import sample_mixture
+    from doitray.study.plan import plan_study
+    from doitray.study.prepare import cache_dir, study_pool
+
+    spec = parse_study(tiny_study(tmp_path / "store", roles=ROLES, factors={
+        "model": ["xs"], "volume": [320], "composition": [composition], "strategy": list(STRATEGIES),
+        "replay_frac": [1.0]}))
+    plan = plan_study(spec)
+    by = {_strategy(c.label): c for c in plan.cells}
+    assert set(by) == set(STRATEGIES)
+    staged = ROLES["specialist"] + ROLES["general"]
+    mt = by["multitask"].stages[0]["per_ability"]
+    assert sorted(mt) == sorted(staged)                                   # 'all' too: the four roles, not ten
+    if composition == "balanced":
+        assert mt == {a: 80 for a in staged}
+    for strategy in ("sequential", "mixed_sequential", "dmt"):
+        got: dict[str, int] = {}
+        for st in by[strategy].stages:
+            for a, n in st["per_ability"].items():
+                got[a] = got.get(a, 0) + n
+        replay = {a: mt[a] for a in ROLES["specialist"]} if strategy == "dmt" else {}   # k = 1
+        assert got == {a: mt[a] + replay.get(a, 0) for a in mt}, strategy
+        assert by[strategy].examples == sum(mt.values()) + sum(replay.values())
+    text = plan.text()   # the per-stage data of each strategy is in the plan
+    general = mt["creative_writing"] + mt["role_play"]
+    assert f"seq-math {mt['math']} · seq-code {mt['code']} · general {general}" in text
+    # the rows themselves, as the cells sample them
+    pool = study_pool(spec, cache_dir(spec))
+    cells = {_strategy(c.label()): c for c in expand_cells(spec)}
+
+    def rows(strategy):
+        return [{r["id"] for r in sample_mixture(pool, recipe, 0, tmp_path / "mix").read().to_pylist()}
+                for _, recipe in stage_recipes(cells[strategy].content)]
+
+    [multitask] = rows("multitask")
+    for strategy in ("sequential", "mixed_sequential"):
+        stages = rows(strategy)
+        assert set().union(*stages) == multitask
+        assert sum(map(len, stages)) == len(multitask)                  # each row in one stage
+    s1, s2 = rows("dmt")
+    assert s1 | s2 == multitask and s1 < multitask and s1 <= s2         # k = 1: stage 2 replays all of stage 1
 
 
 def test_sequential_follows_roles_order(tmp_path, pool):
