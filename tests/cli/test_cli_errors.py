@@ -89,7 +89,10 @@ def listening_s3(monkeypatch):
 
 
 def _one_line_error(capsys, *must: str) -> str:
-    err = capsys.readouterr().err
+    return _one_line(capsys.readouterr().err, *must)
+
+
+def _one_line(err: str, *must: str) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert lines[0].startswith("doitray: error: ") and " — " in lines[0], err
@@ -188,16 +191,19 @@ def test_missing_study_file(capsys):
 
 
 # -- Ray --------------------------------------------------------------------------------------------------
-def test_no_ray_cluster_at_the_address(tmp_path, capsys, monkeypatch):
-    """ray.init retries a dead address for minutes; the command says so in a second."""
+def test_no_ray_cluster_at_the_address(tmp_path):
+    """ray.init retries a dead address for minutes; the command says so in a second. (In a fresh process, as a
+    user runs it: this test session may already hold a Ray of its own.)"""
     study = _study(tmp_path, str(tmp_path / "runs"))
     address = f"127.0.0.1:{_free_port()}"
-    monkeypatch.setenv("RAY_ADDRESS", address)
-    assert main(["study", "run", str(study)]) == 2
-    _one_line_error(capsys, f"no Ray cluster at RAY_ADDRESS {address}", "ray start --head", "unset RAY_ADDRESS")
-    monkeypatch.delenv("RAY_ADDRESS")
-    assert main(["study", "run", str(study), "--address", address]) == 2
-    _one_line_error(capsys, f"no Ray cluster at --address {address}", "omit --address")
+    cmd = [sys.executable, "-m", "doitray.cli", "study", "run", str(study)]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**env, "RAY_ADDRESS": address})
+    assert out.returncode == 2, out.stderr
+    _one_line(out.stderr, f"no Ray cluster at RAY_ADDRESS {address}", "ray start --head", "unset RAY_ADDRESS")
+    out = subprocess.run(cmd + ["--address", address], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 2, out.stderr
+    _one_line(out.stderr, f"no Ray cluster at --address {address}", "omit --address")
 
 
 # -- experiments/grid.py shares the handling --------------------------------------------------------------

@@ -6,9 +6,7 @@ import json
 import pytest
 
 from doitray.eval.check import check_suites
-from doitray.eval.scorers import ModelOutput, score_item
 from doitray.eval.suites import doit_suites, from_records
-from doitray.records import make_record
 
 pytestmark = pytest.mark.realdata
 
@@ -39,17 +37,19 @@ def test_humaneval_empty_bodies_pass_none(shared_data, tmp_path):
     assert empty["code"]["n"] == 164 and empty["code"]["correct"] == 0
 
 
-def test_gsm8k_gold_answers_as_model_output_score_100(shared_data):
-    rows = [json.loads(line) for line in open(shared_data / "gsm8k" / "test.jsonl", encoding="utf-8")]
-    assert len(rows) == 1319
-    ok = 0
-    for i, r in enumerate(rows):
-        final = r["answer"].rsplit("####", 1)[1].strip().replace(",", "")
-        rec = make_record(id=str(i), ability="math_en", source="gsm8k", split="test", answer=final,
-                          messages=[{"role": "user", "content": r["question"]},
-                                    {"role": "assistant", "content": r["answer"]}])
-        ok += score_item(rec, ModelOutput(text=r["answer"])).score  # the raw "… #### n" solution as output
-    assert ok == len(rows)
+def test_gsm8k_and_doit_format_checks_through_the_cli_pass_100(shared_data, capsys):
+    """``doitray eval check`` on GSM8K's test file (1,319 items, the raw "… #### n" solutions as the model's
+    output) and on the DoIT-format pool: every gold reply scores as correct, through the readers."""
+    from doitray.cli import main
+
+    code = main(["eval", "check", str(shared_data / "gsm8k" / "test.jsonl"), "--json"])
+    gsm = _groups(json.loads(capsys.readouterr().out))["math_en"]
+    assert code == 0 and gsm["n"] == 1319 and gsm["correct"] == 1319, gsm["failures"][:3]
+    code = main(["eval", "check", str(shared_data / "doit-format"), "--split", "test", "--json"])
+    rep = json.loads(capsys.readouterr().out)
+    bad = {g: v["failures"][:2] for g, v in _groups(rep).items() if v["failures"]}
+    assert code == 0 and rep["ok"], bad
+    assert all(g["correct"] == g["n"] > 0 for g in _groups(rep).values())
 
 
 def test_gsm8k_and_doit_format_through_the_readers(shared_data, tmp_path):

@@ -1,5 +1,5 @@
 """A real 2-cell study end to end on local Ray (data → Train/FSDP2 → Serve+vLLM eval → store),
-then resume: a re-run skips finished cells, a failed cell is retried with --retry-failed, and a driver
+tracked in MLflow (the default), then resume: a re-run skips finished cells and continues the same tracked runs, a failed cell is retried with --retry-failed, and a driver
 killed mid-study loses nothing written."""
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -56,12 +57,19 @@ def test_two_cell_study_end_to_end_then_rerun_skips(write_study):
     assert test["value"].between(0, 1).all() and test["chance"].notna().all()
     assert len(store.read("predictions")) > 0
     assert os.path.exists(storage / "report.html")
+    assert "warning: tracking" not in out.stderr, out.stderr[-3000:]
+    runs, hist = _tracked_in_mlflow(store)
 
     again = _run(grid_cmd(study, "--no-report"))
     assert "2/2 cells done" in again.stdout
     cells2 = store.read("cells")
     assert list(cells2.sort_values("cell_id")["attempts"]) == list(cells.sort_values("cell_id")["attempts"])
     assert len(store.read("scores")) == len(scores)  # nothing re-scored
+    # tracked: the re-run continued the same MLflow runs and logged nothing twice
+    runs2 = _mlflow_runs(storage)
+    assert sorted(runs2["run_id"]) == sorted(runs["run_id"])
+    assert {r: _histories(storage, r) for r in hist} == hist
+    assert (runs2["status"] == "FINISHED").all()
 
     # a cell that failed and used up its retries (max_retries 0) is skipped, unless --retry-failed
     victim = cells2.sort_values("cell_id").to_dict("records")[0]
@@ -74,6 +82,55 @@ def test_two_cell_study_end_to_end_then_rerun_skips(write_study):
     assert "2/2 cells done" in retried.stdout
     assert _attempts(store, victim["cell_id"]) == victim["attempts"] + 1
     assert len(store.read("scores")) == len(scores)  # the retry reused the trained and scored checkpoints
+
+
+def _mlflow_runs(storage):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{storage / 'mlflow.db'}")
+    return mlflow.search_runs(experiment_names=["e2e"])
+
+
+def _histories(storage, run_id) -> dict:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{storage / 'mlflow.db'}")
+    run = client.get_run(run_id)
+    return {k: sorted((m.step, m.value) for m in client.get_metric_history(run_id, k)) for k in run.data.metrics}
+
+
+def _tracked_in_mlflow(store: ResultsStore):
+    """The study's default tracking (MLflow in SQLite under the storage, nothing to start): a study run with a
+    nested run per cell holding its levels, rank 0's train metrics by step, its scores and selected checkpoint,
+    and the report as an artifact. Returns the runs and each cell run's metric histories."""
+    from mlflow.tracking import MlflowClient
+
+    storage = Path(store.root)
+    runs = _mlflow_runs(storage)
+    assert sorted(runs["tags.doitray.kind"]) == ["cell", "cell", "study"]
+    study_run = runs[runs["tags.doitray.kind"] == "study"].iloc[0]
+    cells = store.read("cells").set_index("cell_id")
+    tm, scores, ckpts = store.read("train_metrics"), store.read("scores"), store.read("checkpoints")
+    hist = {}
+    for cell in runs[runs["tags.doitray.kind"] == "cell"].to_dict("records"):
+        cid = cell["tags.doitray.cell_id"]
+        assert cell["params.cell_id"] == cid and cell["tags.mlflow.parentRunId"] == study_run["run_id"]
+        assert (cell["params.volume"], cell["params.model"]) == (str(int(cells.loc[cid, "volume"])), "xs")
+        assert cell["status"] == "FINISHED" and cell["tags.doitray.state"] == "done"
+        mine = ckpts[ckpts["cell_id"] == cid]
+        assert cell["tags.doitray.selected_checkpoint"] == mine[mine["selected"]]["checkpoint"].iloc[0]
+        h = hist[cell["run_id"]] = _histories(storage, cell["run_id"])
+        for metric in ("train_loss", "valid_loss", "lr"):   # every train_metrics row by step, as rank 0 reported it
+            rows = tm[(tm["cell_id"] == cid) & (tm["metric"] == metric)]
+            assert [(s, pytest.approx(v)) for s, v in sorted(zip(rows["step"].astype(int), rows["value"]))] == \
+                h[metric], metric
+        sc = scores[scores["cell_id"] == cid]       # every score per (split, suite, ability) at its checkpoint's step
+        assert len(sc) == sum(1 for k in h if k.split("/")[0] in ("test", "valid"))
+        for r in sc.itertuples():
+            assert h[f"{r.split}/{r.suite}/{r.ability}"] == [(r.step, pytest.approx(r.value))]
+    client = MlflowClient(f"sqlite:///{storage / 'mlflow.db'}")
+    assert [a.path for a in client.list_artifacts(study_run["run_id"], "report")] == ["report/report.html"]
+    return runs, hist
 
 
 def _attempts(store: ResultsStore, cell_id: str) -> int:
