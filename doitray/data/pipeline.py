@@ -211,6 +211,13 @@ def tokenize_and_pack(mixture_path, tokenizer_dir: str, template: str, seq_len: 
     tok = load_tokenizer(tokenizer_dir, get_template(template))  # same vocabulary as the Tokenize actors
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     cols, stats = pack(examples, seq_len, pad_id, packed=pack_rows)
+    return _write_packed(out, cols, stats, n_truncated=n_truncated, n_dropped=n_dropped, tokenizer=str(tokenizer_dir),
+                         template=template, packed=pack_rows)
+
+
+def _write_packed(out: Path, cols: dict, stats, **info) -> Packed:
+    """Packed rows as ``out/data/part-*.parquet`` with ``out/packed.json`` beside them, written atomically."""
+    key = out.name
     tmp = out.with_name(f"{key}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "data").mkdir(parents=True)
@@ -219,13 +226,76 @@ def tokenize_and_pack(mixture_path, tokenizer_dir: str, template: str, seq_len: 
         table = pa.table({c: (pa.array(list(v[sl]), pa.list_(pa.int32())) if v.ndim == 2 else pa.array(v[sl], pa.int32()))
                           for c, v in cols.items()})
         pq.write_table(table, tmp / "data" / f"part-{f:05d}.parquet")
-    info = Packed(path=str(out / "data"), key=key, seq_len=int(seq_len), n_rows=stats.n_rows, n_examples=stats.n_examples,
-                  n_tokens=stats.n_tokens, n_loss_tokens=stats.n_loss_tokens, pad_fraction=stats.pad_fraction,
-                  n_truncated=n_truncated, n_dropped=n_dropped,
-                  tokenizer=str(tokenizer_dir), template=template, packed=pack_rows)
-    (tmp / "packed.json").write_text(json.dumps(asdict(info), indent=1))
+    seq_len = int(cols["input_ids"].shape[1])
+    meta = Packed(path=str(out / "data"), key=key, seq_len=seq_len, n_rows=stats.n_rows, n_examples=stats.n_examples,
+                  n_tokens=stats.n_tokens, n_loss_tokens=stats.n_loss_tokens, pad_fraction=stats.pad_fraction, **info)
+    (tmp / "packed.json").write_text(json.dumps(asdict(meta), indent=1))
     try:
         os.replace(tmp, out)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
     return Packed.load(out)
+
+
+# -- plain text (pretraining): no template, the loss on every token -------------------------------------------
+class TokenizeText:
+    """map_batches UDF (actor): ``text`` -> input_ids = labels (the document's tokens, then EOS)."""
+
+    def __init__(self, tokenizer_dir: str, template: str | None = None):
+        from doitray.data.tokenizer import load_tokenizer
+
+        self.tok = load_tokenizer(tokenizer_dir)
+        self.eos = [self.tok.eos_token_id] if self.tok.eos_token_id is not None else []
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        enc = self.tok(batch["text"].to_pylist(), add_special_tokens=False)["input_ids"]
+        ids = [list(e) + self.eos for e in enc]
+        return pa.table({"order_key": batch["order_key"], "input_ids": pa.array(ids, pa.list_(pa.int32())),
+                         "labels": pa.array(ids, pa.list_(pa.int32()))})
+
+
+def pack_text(corpus_path: str | os.PathLike, tokenizer_dir: str, seq_len: int, cache_dir: str | os.PathLike, *,
+              max_tokens: int | None = None, batch_size: int = 1024,
+              concurrency: int | tuple[int, int] = (1, 2)) -> Packed:
+    """Packed rows of a plain-text corpus (JSONL, one ``{"text": ...}`` per line), tokenized via Ray Data
+    without a chat template; labels are the input ids (the loss is on every token). A document longer than
+    ``seq_len`` is cut into ``seq_len`` pieces (nothing is dropped); with ``max_tokens`` the documents after the
+    first ``max_tokens`` tokens are left out. Cached under ``cache_dir/packed/<key>`` like ``tokenize_and_pack``."""
+    import ray.data
+
+    from doitray.data.tokenizer import load_tokenizer
+
+    corpus_path = str(corpus_path)
+    payload = [PIPELINE_VERSION, "text", _data_fingerprint(corpus_path), _tokenizer_hash(tokenizer_dir),
+               int(seq_len), max_tokens]
+    key = hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:16]
+    out = Path(cache_dir) / "packed" / key
+    if (out / "packed.json").exists():
+        return Packed.load(out)
+    texts = [json.loads(line)["text"] for line in Path(corpus_path).read_text(encoding="utf-8").splitlines() if line]
+    table = pa.table({"order_key": pa.array(range(len(texts)), pa.int64()), "text": pa.array(texts)})
+    lo, hi = (concurrency, concurrency) if isinstance(concurrency, int) else concurrency
+    n = max(1, min(hi, -(-len(texts) // batch_size)))
+    step = -(-len(texts) // n)
+    ds = ray.data.from_arrow([table.slice(i, step) for i in range(0, len(texts), step)])
+    ds = ds.map_batches(TokenizeText, fn_constructor_kwargs={"tokenizer_dir": str(tokenizer_dir)},
+                        batch_size=batch_size, batch_format="pyarrow", num_cpus=1,
+                        compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi))
+    t = pa.concat_tables([b for b in ray.get(ds.to_arrow_refs()) if b.num_rows]).sort_by("order_key")
+    examples, total, n_split = [], 0, 0
+    for ids in t["input_ids"].to_pylist():
+        if max_tokens is not None and total >= max_tokens:
+            break
+        n_split += len(ids) > seq_len
+        for i in range(0, len(ids), seq_len):
+            piece = ids[i:i + seq_len]
+            if len(piece) > 1:
+                examples.append((piece, piece))
+                total += len(piece)
+    if not examples:
+        raise ValueError(f"corpus {corpus_path} has no document to train on")
+    tok = load_tokenizer(tokenizer_dir)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    cols, stats = pack(examples, seq_len, pad_id)
+    return _write_packed(out, cols, stats, n_truncated=n_split, n_dropped=0, tokenizer=str(tokenizer_dir),
+                         template="none")

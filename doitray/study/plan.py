@@ -44,6 +44,7 @@ class StudyPlan:
     token_source: str
     problems: list[str] = field(default_factory=list)
     suites: list[dict] = field(default_factory=list)  # every evaluation suite (study.plan_suites)
+    pretraining: list[dict] = field(default_factory=list)  # the bases pretrained once per study (study.pretrain)
 
     @property
     def total_gpu_hours(self) -> float:
@@ -53,7 +54,7 @@ class StudyPlan:
         return {"study": self.study, "storage": self.storage, "n_cells": len(self.cells),
                 "token_source": self.token_source, "total_gpu_hours": self.total_gpu_hours,
                 "total_tokens": sum(c.tokens for c in self.cells), "problems": self.problems,
-                "cells": [asdict(c) for c in self.cells], "suites": self.suites}
+                "cells": [asdict(c) for c in self.cells], "suites": self.suites, "pretraining": self.pretraining}
 
     def text(self) -> str:
         from doitray.console import table
@@ -68,6 +69,10 @@ class StudyPlan:
                 f"tokens ({self.token_source}), ~{self.total_gpu_hours:.1f} GPU-hours "
                 f"(A100 bf16 at {ASSUMED_MFU:.0%} MFU); results under {self.storage}")
         out = head + "\n" + table(rows)
+        if self.pretraining:
+            out += ("\nbases pretrained once per study on the generated corpus (reused from the study's cache when "
+                    "trained before):\n" + table([{**p, "tokens": _si(p["tokens"]), "params": _si(p["params"])}
+                                                  for p in self.pretraining]))
         if self.suites:
             from doitray.study.plan_suites import suites_text
 
@@ -189,4 +194,9 @@ def plan_study(spec: StudySpec, *, with_data: bool = True) -> StudyPlan:
     from doitray.study.plan_suites import plan_suites
 
     suites, suite_problems = plan_suites(spec, pool, with_data=with_data)
-    return StudyPlan(spec.name, spec.storage, rows, source, problems + suite_problems, suites)
+    pretraining = [{"level": name, "preset": level.preset, "params": model_params(level.model_dump()),
+                    "tokens": level.pretrain.tokens * level.pretrain.epochs,
+                    "PFLOP": 6.0 * (model_params(level.model_dump()) or 0) * level.pretrain.tokens
+                    * level.pretrain.epochs / 1e15}
+                   for name, level in spec.models.items() if level.pretrain is not None]
+    return StudyPlan(spec.name, spec.storage, rows, source, problems + suite_problems, suites, pretraining)

@@ -92,14 +92,19 @@ def study_tokenizer(spec: StudySpec, pool: Pool, cache: str) -> str:
     return str(out)
 
 
-def prepare_models(spec: StudySpec, tokenizer: str, work: str, shared: str) -> dict[str, dict]:
+def prepare_models(spec: StudySpec, tokenizer: str, work: str, shared: str,
+                   levels: set[str] | None = None) -> dict[str, dict]:
     """Every model level resolved once per study (``models.loading.resolve_model``) and shared: ``{level:
     ModelSource dict}`` whose folders every node can fetch. A prepared copy of a model in object storage
-    publishes only its new files (resized embeddings, config, tokenizer); the rest is linked to the original."""
+    publishes only its new files (resized embeddings, config, tokenizer); the rest is linked to the original. A
+    level with ``init: {pretrain: ...}`` becomes its base, pretrained once (``study.pretrain``; reused from the
+    shared cache when it was trained before). ``levels``: only these (the levels of the cells still to run)."""
     from doitray.models.loading import ModelSource, level_source, resolve_model
 
     out = {}
     for name, level in spec.models.items():
+        if levels is not None and name not in levels:
+            continue
         model, model_path = level_source(level.model_dump())
         src = resolve_model(model, template=spec.template, cache_dir=os.path.join(work, "models"),
                             model_path=model_path, tokenizer_dir=tokenizer)
@@ -112,6 +117,10 @@ def prepare_models(spec: StudySpec, tokenizer: str, work: str, shared: str) -> d
             if src.tokenizer_dir == src.hf_dir:
                 moved["tokenizer_dir"] = moved["hf_dir"]
         out[name] = ModelSource(**{**src.as_dict(), **moved}).as_dict()
+    if any(spec.models[name].pretrain is not None for name in out):
+        from doitray.study.pretrain import pretrain_bases  # a pretrain level: its config becomes a trained base
+
+        out.update(pretrain_bases(spec, out, tokenizer, work, shared))
     return out
 
 
@@ -121,9 +130,9 @@ def _share_dir(local: str, work: str, shared: str, links: dict[str, str]) -> str
     return publish(local, join(shared, *Path(os.path.relpath(local, work)).parts), links=links)
 
 
-def prepare_study(spec: StudySpec, store: ResultsStore) -> dict:
-    """Load the pool, the tokenizer, the pool's tokens and the models once; returns what every trial needs to
-    find them (paths every node can open or fetch)."""
+def prepare_study(spec: StudySpec, store: ResultsStore, cells: list[Cell] | None = None) -> dict:
+    """Load the pool, the tokenizer, the pool's tokens and the models of ``cells`` (default: every level) once;
+    returns what every trial needs to find them (paths every node can open or fetch)."""
     shared = cache_uri(spec, store)
     work = local_cache(shared, spec.name)
     os.makedirs(work, exist_ok=True)
@@ -136,7 +145,9 @@ def prepare_study(spec: StudySpec, store: ResultsStore) -> dict:
     tok_shared = spec.tokenizer.path if spec.tokenizer.path and is_remote(spec.tokenizer.path) else None
     return {"pool": share(os.path.dirname(pool.path), work, shared),
             "tokenizer": tok_shared or share(tokenizer, work, shared), "tokens": share(tokens, work, shared),
-            "models": prepare_models(spec, tokenizer, work, shared), "cache": shared, "study": spec.name}
+            "models": prepare_models(spec, tokenizer, work, shared,
+                                     levels=None if cells is None else {c.levels["model"] for c in cells}),
+            "cache": shared, "study": spec.name}
 
 
 def stage_quotas(content: dict, pool) -> list[tuple[str, dict[str, int]]]:

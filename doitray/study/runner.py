@@ -116,7 +116,7 @@ def run_study(spec: StudySpec, *, retry_failed: bool = False, progress_interval:
     track = study_tracker(spec)  # started, or resumed: the same run as before
     cells = expand_cells(spec)
     todo, skipped = _pending_cells(spec, store, cells, retry_failed)
-    shared = prepare_study(spec, store) if todo else {}
+    shared = prepare_study(spec, store, todo) if todo else {}  # only the levels of the cells still to run
     if todo and spec.data_preparation == "upfront":
         _materialize(spec, store, todo, shared)
     started_serve = _ensure_serve() if todo else False

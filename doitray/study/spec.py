@@ -34,23 +34,85 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class PretrainSpec(_Strict):
+    """A base pretrained once per study on the suite's generic corpus (``data.synthetic_corpus``), plain text with
+    the loss on every token, before any cell tunes it (``study.pretrain``). Unset fields take the defaults below;
+    ``lr`` / ``seq_len`` / ``global_batch`` / ``micro_batch`` / ``epochs`` override the study's training preset."""
+
+    tokens: int = Field(ge=1_000, description="corpus size in tokens (each token trained on once per epoch)")
+    lr: float | None = Field(default=None, gt=0)
+    seq_len: int | None = Field(default=None, ge=8)
+    global_batch: int | None = Field(default=None, ge=1)
+    micro_batch: int | None = Field(default=None, ge=1)
+    epochs: int = Field(default=1, ge=1)
+    warmup_ratio: float | None = Field(default=None, ge=0, lt=1)
+    seed: int = 0
+    # the generic corpus: which abilities' material it holds (default: all ten) and its seed (default: the suite's)
+    corpus: dict[str, Any] = {}
+
+    @field_validator("corpus")
+    @classmethod
+    def _corpus(cls, v: dict) -> dict:
+        bad = sorted(set(v) - {"abilities", "seed"})
+        if bad:
+            raise ValueError(f"unknown corpus option(s) {bad}; allowed: abilities, seed")
+        return v
+
+
+class PretrainInit(_Strict):
+    """``init: {pretrain: {...}}``."""
+
+    pretrain: PretrainSpec
+
+
 class ModelLevel(_Strict):
-    """One level of the model factor: a preset (built from config or resolved from ``path``) or a path."""
+    """One level of the model factor: a preset (built from config or resolved from ``path``) or a path.
+
+    ``init``: ``pretrained`` (the weights as given), ``scratch`` (random init of a config preset), or
+    ``{pretrain: {tokens: N, ...}}``: a config preset pretrained once per study on the generated corpus."""
 
     preset: str | None = None
     path: str | None = None  # local HF dir or s3:// / gs:// prefix holding the weights
     gguf: str | None = None  # "smollm2" or a .gguf file path
     tier: str = "default"
-    init: Literal["pretrained", "scratch"] = "pretrained"
+    init: Literal["pretrained", "scratch"] | PretrainInit = "pretrained"
     # engine options for this model's cells, key by key over evaluation.engine (e.g. a 33B's
     # tensor_parallel_size); where and how fast it is served (eval.engine.SERVING_OPTIONS) is not in a cell's id
     engine: dict[str, Any] = {}
+
+    @field_validator("init", mode="before")
+    @classmethod
+    def _init(cls, v):
+        if isinstance(v, dict) and set(v) != {"pretrain"}:
+            raise ValueError(f"init: a mapping holds one key, pretrain (got {sorted(v)}); or write pretrained / "
+                             "scratch")
+        if not isinstance(v, (dict, str, PretrainInit)):
+            raise ValueError("init must be pretrained, scratch or {pretrain: {tokens: N, ...}}")
+        return v
 
     @model_validator(mode="after")
     def _one_source(self):
         if not (self.preset or self.path or self.gguf):
             raise ValueError("give preset, path or gguf")
+        if self.pretrain is not None:
+            from doitray.models.presets import PRESETS
+
+            if self.path or self.gguf or not self.preset or PRESETS.get(self.preset.lower()) is None \
+                    or PRESETS[self.preset.lower()].source != "config":
+                raise ValueError("init.pretrain builds the base from a config preset (tiny-xs, tiny-s, tiny-m, "
+                                 "tiny-l); give preset without path or gguf")
         return self
+
+    @field_serializer("init")
+    def _dump_init(self, v):
+        # as written (defaults left out): a pretrain option added later keeps the ids of levels that do not set it
+        return {"pretrain": v.pretrain.model_dump(mode="json", exclude_defaults=True)} if isinstance(v, PretrainInit) \
+            else v
+
+    @property
+    def pretrain(self) -> PretrainSpec | None:
+        """The pretraining of this level (None for ``pretrained`` / ``scratch``)."""
+        return self.init.pretrain if isinstance(self.init, PretrainInit) else None
 
     @field_validator("engine")
     @classmethod
@@ -301,6 +363,14 @@ class StudySpec(_Strict):
             raise ValueError("checkpoints.export is not a study setting: evaluation.select and evaluation.evaluate "
                              "decide which checkpoints are exported")
         settings = training_settings(self.training, error=ValueError)
+        for name, lvl in self.models.items():
+            if lvl.pretrain is not None:
+                over = lvl.pretrain.model_dump(include={"lr", "seq_len", "global_batch", "micro_batch", "warmup_ratio"},
+                                               exclude_none=True)
+                try:
+                    type(settings)(**{**settings.model_dump(), **over, "end_lr": 0.0})
+                except ValidationError as e:
+                    raise ValueError(f"models.{name}.init.pretrain: {_format_error(e).strip()}") from None
         _divides(self, settings)
         self._check_memory(settings)
         from doitray.data.recipes import Recipe

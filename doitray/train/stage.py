@@ -20,6 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from doitray.train.settings import CheckpointPolicy, TrainSettings
 from doitray.train.storage import exists, join, list_dirs, read_json, write_json
 
+# the key prefix of a ModelSource pretrained by a study (``study.pretrain``): part of the stage key of the stages that
+# start from it (a preset's stage keys without one stay as they were)
+PRETRAINED_BASE = "pretrain-"
 METRICS = ("train_loss", "valid_loss", "lr", "grad_norm", "tokens_per_s", "step_time_s", "data_wait_s",
            "peak_memory_bytes", "mfu")
 
@@ -104,6 +107,9 @@ def stage_key(spec: StageSpec) -> str:
     parts = {"model": spec.model, "model_path": spec.model_path, "tokenizer": spec.tokenizer_dir,
              "template": spec.template, "init_from": spec.init_from, "data": data,
              "settings": spec.settings.model_dump(exclude={"log_every"}), "policy": spec.checkpoint.model_dump()}
+    base = (spec.source or {}).get("key") or ""
+    if base.startswith(PRETRAINED_BASE):  # a base pretrained by the study: other weights than the preset's own
+        parts["base"] = base
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -1,0 +1,154 @@
+"""Pretrained bases: a model level with ``init: {pretrain: {...}}`` is pretrained once per study, on the driver
+side of preparation (``prepare.prepare_models``), before any cell tunes it.
+
+The base is a config preset trained on the generated suite's generic corpus (``data.synthetic_corpus``: plain
+text, the loss on every token, packed by ``data.pipeline.pack_text``) by one Ray Train run of the project's own
+loop (``train.stage.run_stage``). The run is named by a content hash of what determines the weights (preset,
+corpus options, tokens, settings, tokenizer content, template) and lies under the study's shared cache
+(``<storage>/cache/pretrain``, on object storage when the storage is remote), so every node fetches the same
+export and a later run of the study finds it and trains nothing (it logs that it reused it). The cells then start
+from that export exactly as they start from a ``pretrained`` model.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+
+from doitray.study.spec import ModelLevel, StudyFileError, StudySpec, TierSpec, tier_settings, training_settings
+
+PRETRAIN_VERSION = 1
+CHARS_PER_TOKEN = 4  # corpus characters generated per token asked for (more than the suite's tokenizers need)
+
+
+def pretrain_settings(spec: StudySpec, level: ModelLevel):
+    """The pretraining run's ``TrainSettings``: the study's training preset, overridden by the level's pretrain
+    fields; one pass over the corpus per epoch, no ``max_steps``."""
+    ps = level.pretrain
+    over = {k: getattr(ps, k) for k in ("lr", "seq_len", "global_batch", "micro_batch", "warmup_ratio")
+            if getattr(ps, k) is not None}
+    base = training_settings(spec.training)
+    if "lr" in over:  # the same end/peak ratio as the study's schedule
+        over["end_lr"] = base.end_lr * over["lr"] / base.lr
+    s = tier_settings(base, spec.resources[level.tier])
+    try:  # validated (a micro-batch that does not divide the global batch is named here, before anything runs)
+        return type(s)(**{**s.model_dump(), **over, "epochs": ps.epochs, "max_steps": None, "seed": ps.seed})
+    except ValueError as e:
+        raise StudyFileError(f"models: init.pretrain: {e}") from None
+
+
+def corpus_options(spec: StudySpec, level: ModelLevel) -> dict:
+    """The corpus of a pretrain level: its seed (default: the study's synthetic source's) and abilities."""
+    seed = next((s.get("options", {}).get("seed", 0) for s in spec.sources if s.get("format") == "synthetic"), 0)
+    opts = {"seed": int(level.pretrain.corpus.get("seed", seed))}
+    if level.pretrain.corpus.get("abilities"):
+        opts["abilities"] = list(level.pretrain.corpus["abilities"])
+    return opts
+
+
+def tokenizer_hash(tokenizer_dir: str) -> str:
+    from doitray.data.pipeline import _tokenizer_hash
+
+    return _tokenizer_hash(tokenizer_dir)
+
+
+def pretrain_key(spec: StudySpec, level: ModelLevel, tokenizer_dir: str) -> str:
+    """What determines a base's weights, hashed: preset, corpus, tokens, settings, tokenizer content, template."""
+    from doitray.data.synthetic_corpus import CORPUS_VERSION
+
+    parts = [PRETRAIN_VERSION, CORPUS_VERSION, level.preset.lower(), corpus_options(spec, level),
+             level.pretrain.tokens, pretrain_settings(spec, level).model_dump(mode="json", exclude={"log_every"}),
+             tokenizer_hash(tokenizer_dir), spec.template]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _worker_fields(tier: TierSpec) -> dict:
+    """The Train workers of the pretraining run: the level's tier at its smallest worker count."""
+    per = {"CPU": tier.cpus_per_worker, **({"GPU": tier.gpus_per_worker} if tier.gpus_per_worker else {}),
+           **tier.worker_resources}
+    return {"num_workers": tier.worker_counts()[0], "resources_per_worker": per,
+            "use_gpu": bool(tier.gpus_per_worker), "placement_strategy": tier.placement_strategy()}
+
+
+def pretrain_stage(spec: StudySpec, name: str, level: ModelLevel, source: dict, tokenizer_dir: str, work: str,
+                   shared: str):
+    """``(StageSpec | None, run_uri, key)`` of a level's pretraining: the spec is None when the run is already
+    complete under the shared cache (nothing to generate, pack or train)."""
+    from doitray.train.settings import CheckpointPolicy
+    from doitray.train.stage import StageSpec
+    from doitray.train.storage import exists, join
+
+    key = pretrain_key(spec, level, tokenizer_dir)
+    storage = join(shared, "pretrain")
+    run_name = f"{level.preset.lower()}-{key}"
+    run_uri = join(storage, run_name)
+    if exists(join(run_uri, "stage_complete.json")):
+        return None, run_uri, key
+    from doitray.data.pipeline import pack_text
+    from doitray.data.synthetic_corpus import write_corpus
+
+    ps, settings = level.pretrain, pretrain_settings(spec, level)
+    opts = corpus_options(spec, level)
+    corpus = write_corpus(os.path.join(work, "corpus"), n_chars=ps.tokens * CHARS_PER_TOKEN, **opts)
+    packed = pack_text(corpus, tokenizer_dir, settings.seq_len, work, max_tokens=ps.tokens)
+    stage = StageSpec(name=f"pretrain-{name}", model=level.preset.lower(), tokenizer_dir=source["tokenizer_dir"],
+                      template=spec.template, train_data=packed.path, settings=settings,
+                      checkpoint=CheckpointPolicy(every="last", num_to_keep=1, export="last"),
+                      storage_path=storage, run_name=run_name, cache_dir=os.path.join(work, "models"), source=source,
+                      max_failures=spec.max_retries, **_worker_fields(spec.resources[level.tier]))
+    return stage, run_uri, key
+
+
+def base_source(result: dict, source: dict, key: str) -> dict:
+    """The ``ModelSource`` dict of a pretrained base: its final HF export, keyed as a study-pretrained base
+    (``train.stage.PRETRAINED_BASE``: the stage keys of the cells that start from it differ from scratch's)."""
+    from doitray.train.stage import PRETRAINED_BASE
+    from doitray.train.storage import join, read_json
+
+    hf = result["final_hf_path"]
+    cfg = read_json(join(hf, "config.json"))
+    return {**source, "kind": "hf", "hf_dir": hf, "config": cfg, "key": f"{PRETRAINED_BASE}{key}"}
+
+
+def pretrain_bases(spec: StudySpec, sources: dict[str, dict], tokenizer_dir: str, work: str,
+                   shared: str) -> dict[str, dict]:
+    """Each pretrain level's base (``{level: ModelSource dict}``) from its resolved config source: reused when its
+    run is complete, else trained, the levels' runs at once (each a Ray task on this node holding no CPU of its
+    own; its Train workers hold the tier's resources)."""
+    import time
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from doitray.train.stage import run_stage
+    from doitray.train.storage import join, read_json
+
+    todo, out = {}, {}
+    for name, level in ((n, spec.models[n]) for n in sources):  # the levels prepared (those with cells to run)
+        if level.pretrain is None:
+            continue
+        stage, run_uri, key = pretrain_stage(spec, name, level, sources[name], tokenizer_dir, work, shared)
+        if stage is None:
+            print(f"[{spec.name}] reused the pretrained base of {name} ({level.preset}, {level.pretrain.tokens:,} "
+                  f"tokens): {run_uri}", flush=True)
+            out[name] = base_source(read_json(join(run_uri, "stage_complete.json")), sources[name], key)
+        else:
+            todo[name] = (stage, key)
+    if not todo:
+        return out
+    t0 = time.time()
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)  # the packed data
+    task = ray.remote(num_cpus=0, max_retries=0, scheduling_strategy=here)(run_stage)
+    refs = {name: task.remote(stage) for name, (stage, _) in todo.items()}
+    for name, ref in refs.items():
+        res = ray.get(ref)
+        if res.final_hf_path is None:
+            raise RuntimeError(f"pretraining {name} finished without a final HF export (run {res.run_path})")
+        steps = max((c.step for c in res.checkpoints), default=0)
+        loss = next((m["value"] for m in reversed(res.metrics) if m["metric"] == "train_loss"), math.nan)
+        print(f"[{spec.name}] pretrained {name} ({spec.models[name].preset}): {steps} steps, final train loss "
+              f"{loss:.3f}, {res.train_seconds:.0f}s: {res.run_path}", flush=True)
+        out[name] = base_source(res.model_dump(), sources[name], todo[name][1])
+    print(f"[{spec.name}] {len(todo)} base(s) pretrained in {time.time() - t0:.0f}s", flush=True)
+    return out
