@@ -17,8 +17,8 @@ names) and says how many to take per ability with exactly one quantity rule:
 ``scale`` multiplies a part's quantity (DMT's replay fraction k); because sampling takes a prefix of a
 fixed per-ability order, the scaled sample is nested inside the unscaled one. ``keep`` takes only some of
 the selected abilities at the quotas the whole selection gets (a staged strategy's stage: the rows of its
-abilities in the multi-task sample, so the stages of a strategy together train on that sample). Asking for more rows than
-available is an error unless ``upsample`` is set.
+abilities in the multi-task sample, so the stages of a strategy together train on that sample). Asking for
+more rows than available is an error unless ``upsample`` is set.
 """
 from __future__ import annotations
 

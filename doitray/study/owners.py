@@ -63,7 +63,8 @@ def _find(study: str):
 
 
 @contextmanager
-def owned(study: str, run: str, owner: str, done: Callable[[], bool], log: Callable[[str], None] = print) -> Iterator[None]:
+def owned(study: str, run: str, owner: str, done: Callable[[], bool],
+          log: Callable[[str], None] = print) -> Iterator[None]:
     """Returns once ``owner`` holds the lease on stage run ``run`` or the stage is ``done``; the body trains it
     (or finds its record), and the lease is released when the body ends, even by an error."""
     actor = _find(study)

@@ -92,8 +92,8 @@ def test_mini_dmt_study_end_to_end(tmp_path: Path):
     page = Path(html).read_text()
     for key in ("strategy", "k_sweep", "forgetting"):
         assert f"data-figure='{key}'" in page, key
-    text = subprocess.run([str(Path(sys.executable).with_name("doitray")), "report", str(storage), "--text"], capture_output=True, text=True,
-                          timeout=300, env=child_env())
+    text = subprocess.run([str(Path(sys.executable).with_name("doitray")), "report", str(storage), "--text"],
+                          capture_output=True, text=True, timeout=300, env=child_env())
     assert text.returncode == 0, text.stderr[-3000:]
     for section in ("Scores by strategy", "DMT k sweep", "Forgetting (best before last stage"):
         assert section in text.stdout, section

@@ -1,6 +1,6 @@
-"""A real 2-cell study end to end on local Ray (data → Train/FSDP2 → Serve+vLLM eval → store),
-tracked in MLflow (the default), then resume: a re-run skips finished cells and continues the same tracked runs, a failed cell is retried with --retry-failed, and a driver
-killed mid-study loses nothing written."""
+"""A real 2-cell study end to end on local Ray (data → Train/FSDP2 → Serve+vLLM eval → store), tracked in
+MLflow (the default), then resume: a re-run skips finished cells and continues the same tracked runs, a failed
+cell is retried with --retry-failed, and a driver killed mid-study loses nothing written."""
 from __future__ import annotations
 
 import json
