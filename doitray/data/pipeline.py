@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from doitray.data.packing import pack
+from doitray.data.tokenizer import tokenizer_hash
 
 PIPELINE_VERSION = 1
 ROWS_PER_FILE = 4096
@@ -71,17 +72,6 @@ class Tokenize:
                          "labels": pa.array(labels, pa.list_(pa.int32()))})
 
 
-def _tokenizer_hash(tokenizer_dir: str) -> str:
-    from doitray.scratch import fetch
-
-    h = hashlib.sha256()
-    for p in sorted(Path(fetch(tokenizer_dir)).glob("*")):
-        if p.is_file() and not p.name.startswith("."):  # not a fetched copy's marker
-            h.update(p.name.encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()[:16]
-
-
 def _data_fingerprint(mixture_path: str) -> list:
     """What the data is, not where it lies (a copy on another node gets the same keys): the content key of the
     mixture or pool it belongs to, else a hash of its bytes."""
@@ -98,7 +88,7 @@ def _data_fingerprint(mixture_path: str) -> list:
 
 
 def tokens_key(mixture_path: str, tokenizer_dir: str, template: str) -> str:
-    payload = [PIPELINE_VERSION, _data_fingerprint(mixture_path), _tokenizer_hash(tokenizer_dir), template]
+    payload = [PIPELINE_VERSION, _data_fingerprint(mixture_path), tokenizer_hash(tokenizer_dir), template]
     return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:16]
 
 
@@ -241,7 +231,7 @@ def _write_packed(out: Path, cols: dict, stats, **info) -> Packed:
 class TokenizeText:
     """map_batches UDF (actor): ``text`` -> input_ids = labels (the document's tokens, then EOS)."""
 
-    def __init__(self, tokenizer_dir: str, template: str | None = None):
+    def __init__(self, tokenizer_dir: str):
         from doitray.data.tokenizer import load_tokenizer
 
         self.tok = load_tokenizer(tokenizer_dir)
@@ -266,7 +256,7 @@ def pack_text(corpus_path: str | os.PathLike, tokenizer_dir: str, seq_len: int, 
     from doitray.data.tokenizer import load_tokenizer
 
     corpus_path = str(corpus_path)
-    payload = [PIPELINE_VERSION, "text", _data_fingerprint(corpus_path), _tokenizer_hash(tokenizer_dir),
+    payload = [PIPELINE_VERSION, "text", _data_fingerprint(corpus_path), tokenizer_hash(tokenizer_dir),
                int(seq_len), max_tokens]
     key = hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:16]
     out = Path(cache_dir) / "packed" / key

@@ -37,6 +37,18 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | os.PathLike, *, vocab_s
     return str(out)
 
 
+def tokenizer_hash(tokenizer_dir: str) -> str:
+    """A tokenizer's content key (its files' names and bytes): the same on every node, wherever the copy lies."""
+    from doitray.scratch import fetch
+
+    h = hashlib.sha256()
+    for p in sorted(Path(fetch(tokenizer_dir)).glob("*")):
+        if p.is_file() and not p.name.startswith("."):  # not a fetched copy's marker
+            h.update(p.name.encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def cached_tokenizer(texts: list[str], cache_root: str | os.PathLike, *, vocab_size: int = 2048,
                      template: ChatTemplate | None = None) -> str:
     """``train_tokenizer`` once per (texts, vocab size, template), reused from ``cache_root`` after that."""

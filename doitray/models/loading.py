@@ -218,7 +218,7 @@ def resolve_model(model: str, *, template: str, cache_dir: str | os.PathLike, mo
     ``model_path`` (a local HF directory or an ``s3://``/``gs://`` URI; nothing is downloaded from a hub).
     """
     from doitray.data.templates import get_template
-    from doitray.data.tokenizer import load_tokenizer
+    from doitray.data.tokenizer import load_tokenizer, tokenizer_hash
 
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
@@ -228,7 +228,8 @@ def resolve_model(model: str, *, template: str, cache_dir: str | os.PathLike, mo
         if not tokenizer_dir:
             raise ValueError(f"model preset {model!r} is built from its config and needs tokenizer_dir")
         tok = load_tokenizer(localize(tokenizer_dir, cache), tmpl)
-        tok_dir = cache / f"tokenizer-{_hash(tokenizer_dir, template, len(tok))}"
+        # keyed by content: a driver on another node (another scratch path) finds the same prepared copy
+        tok_dir = cache / f"tokenizer-{_hash(tokenizer_hash(tokenizer_dir), template, len(tok))}"
         if not (tok_dir / "tokenizer_config.json").exists():
             tok.save_pretrained(str(tok_dir))
         cfg = hf_config(PRESETS[key], vocab_size=len(tok), pad_token_id=tok.pad_token_id,
