@@ -24,9 +24,8 @@ from doitray.study.cells import Cell, checkpoint_policy
 from doitray.study.owners import owned
 from doitray.study.prepare import local_cache
 from doitray.study.stages import stage_recipes
-from doitray.study.spec import TierSpec, tier_settings, training_settings
+from doitray.study.spec import TierSpec, tier_settings, train_resources, training_settings
 from doitray.tracking import cell_run
-from doitray.train.storage import exists
 
 VALID_PER_ABILITY = 64  # default valid-loss rows per ability (a stable loss, cheap for tiny models every epoch)
 
@@ -126,7 +125,7 @@ class CellRun:
         A stage already completed (same stage key: the same data, settings and starting weights) is returned
         from its record without training again: DMT cells that differ only in k share stage 1. A stage shared
         with a running cell is trained by one of them; the others wait for it (``study.owners``)."""
-        from doitray.train.stage import METRICS, StageSpec, run_stage, stage_key
+        from doitray.train.stage import METRICS, StageSpec
 
         valid = self._timed("data_s", self.valid_data)
         storage = _join(self.store.uri, "train")
@@ -141,12 +140,7 @@ class CellRun:
                              cache_dir=os.path.join(self.cache, "models"), **self._model_fields(first=i == 0),
                              **self._resources(), tracking=self.track.worker_ref(prefix=self._track_prefix(i),
                                                                                  keys=METRICS))
-            run_uri = _join(storage, f"{name}-{stage_key(spec)}")
-            t0 = time.perf_counter()
-            with owned(self.content["study"], run_uri, self.cid, lambda: exists(_join(run_uri, "stage_complete.json"))):
-                resumed_from = latest_step(run_uri)
-                res = run_stage(spec)
-            self.seconds["train_s"] += time.perf_counter() - t0   # waiting for a shared stage's owner included
+            resumed_from, res = self._timed("train_s", self._run_stage, spec)  # a shared stage's wait included
             self._record_stage(i, res, resumed_from)
             if res.reused or not self.track.live:  # no Train worker logged this stage into the cell's run
                 self.track.log_rows((self._track_prefix(i) + m["metric"], m["value"], m["step"]) for m in res.metrics)
@@ -159,6 +153,14 @@ class CellRun:
             for a, n in mix.counts.items():
                 examples[a] = examples.get(a, 0) + n
         return results, tokens, examples
+
+    def _run_stage(self, spec) -> tuple[int, Any]:
+        """(the step the stage resumes from, its ``StageResult``): trained here, or by the cell that owns it."""
+        from doitray.train.stage import completed, run_stage, run_uri
+
+        run = run_uri(spec)
+        with owned(self.content["study"], run, self.cid, lambda: completed(run) is not None):
+            return latest_step(run), run_stage(spec)
 
     def _record_stage(self, i: int, res, resumed_from: int) -> None:
         now = time.time()
@@ -249,18 +251,6 @@ class CellRun:
                 "recipe": json.dumps([{"stage": n, "recipe": json.loads(r.model_dump_json())}
                                       for n, r in stage_recipes(self.content)]),
                 **self.seconds}
-
-
-def train_resources(tier: dict) -> dict[str, Any]:
-    """The ``StageSpec`` fields of a cell's Train workers, from its tier (a ``TierSpec`` dump): how many, what each
-    holds, and their placement strategy (``TierSpec.placement_strategy``)."""
-    workers = tier["workers"] if isinstance(tier["workers"], int) else tuple(tier["workers"])
-    per = {"CPU": tier["cpus_per_worker"]}
-    if tier["gpus_per_worker"]:
-        per["GPU"] = tier["gpus_per_worker"]
-    per.update(tier.get("worker_resources") or {})  # e.g. a node-type resource keeping cells off the head
-    return {"num_workers": workers, "resources_per_worker": per, "use_gpu": bool(tier["gpus_per_worker"]),
-            "placement_strategy": TierSpec(**tier).placement_strategy()}
 
 
 def cell_engine(cell: dict) -> dict:

@@ -153,6 +153,7 @@ def expand_cells(spec: StudySpec) -> list[Cell]:
         "frac": f.frac or [None],
         "seed": f.seed,
     }
+    roles_limit = _roles_limit_multitask(spec)
     cells: dict[str, Cell] = {}
     for combo in itertools.product(*axes.values()):
         levels = _normalise(dict(zip(axes, combo)))
@@ -176,7 +177,7 @@ def expand_cells(spec: StudySpec) -> list[Cell]:
                                                      spec.evaluation.valid_loss_per_ability is None else None),
         }
         if levels["strategy"] != "multitask" or composition.startswith("ratio:") or \
-                (composition.split(":")[0] in _ROLE_LIMITED and _roles_limit_multitask(spec)):
+                (composition.split(":")[0] in _ROLE_LIMITED and roles_limit):
             content["roles"] = spec.roles.model_dump()
         if composition.startswith("recipe:"):
             content["recipe"] = spec.recipes[composition.split(":", 1)[1]]

@@ -194,9 +194,10 @@ def plan_study(spec: StudySpec, *, with_data: bool = True) -> StudyPlan:
     from doitray.study.plan_suites import plan_suites
 
     suites, suite_problems = plan_suites(spec, pool, with_data=with_data)
-    pretraining = [{"level": name, "preset": level.preset, "params": model_params(level.model_dump()),
-                    "tokens": level.pretrain.tokens * level.pretrain.epochs,
-                    "PFLOP": 6.0 * (model_params(level.model_dump()) or 0) * level.pretrain.tokens
-                    * level.pretrain.epochs / 1e15}
-                   for name, level in spec.models.items() if level.pretrain is not None]
+    pretraining = []
+    for name, level in spec.models.items():
+        if level.pretrain is not None:
+            params, tokens = model_params(level.model_dump()), level.pretrain.tokens * level.pretrain.epochs
+            pretraining.append({"level": name, "preset": level.preset, "params": params, "tokens": tokens,
+                                "PFLOP": 6.0 * (params or 0) * tokens / 1e15})
     return StudyPlan(spec.name, spec.storage, rows, source, problems + suite_problems, suites, pretraining)

@@ -16,26 +16,14 @@ import json
 import math
 import os
 
-from doitray.study.spec import ModelLevel, StudyFileError, StudySpec, TierSpec, tier_settings, training_settings
+from doitray.study.spec import ModelLevel, StudySpec, pretrain_settings, train_resources
 
 PRETRAIN_VERSION = 1
 CHARS_PER_TOKEN = 4  # corpus characters generated per token asked for (more than the suite's tokenizers need)
 
 
-def pretrain_settings(spec: StudySpec, level: ModelLevel):
-    """The pretraining run's ``TrainSettings``: the study's training preset, overridden by the level's pretrain
-    fields; one pass over the corpus per epoch, no ``max_steps``."""
-    ps = level.pretrain
-    over = {k: getattr(ps, k) for k in ("lr", "seq_len", "global_batch", "micro_batch", "warmup_ratio")
-            if getattr(ps, k) is not None}
-    base = training_settings(spec.training)
-    if "lr" in over:  # the same end/peak ratio as the study's schedule
-        over["end_lr"] = base.end_lr * over["lr"] / base.lr
-    s = tier_settings(base, spec.resources[level.tier])
-    try:  # validated (a micro-batch that does not divide the global batch is named here, before anything runs)
-        return type(s)(**{**s.model_dump(), **over, "epochs": ps.epochs, "max_steps": None, "seed": ps.seed})
-    except ValueError as e:
-        raise StudyFileError(f"models: init.pretrain: {e}") from None
+def _settings(spec: StudySpec, level: ModelLevel):
+    return pretrain_settings(spec.training, level, spec.resources[level.tier])
 
 
 def corpus_options(spec: StudySpec, level: ModelLevel) -> dict:
@@ -47,28 +35,22 @@ def corpus_options(spec: StudySpec, level: ModelLevel) -> dict:
     return opts
 
 
-def tokenizer_hash(tokenizer_dir: str) -> str:
-    from doitray.data.pipeline import _tokenizer_hash
-
-    return _tokenizer_hash(tokenizer_dir)
-
-
 def pretrain_key(spec: StudySpec, level: ModelLevel, tokenizer_dir: str) -> str:
     """What determines a base's weights, hashed: preset, corpus, tokens, settings, tokenizer content, template."""
+    from doitray.data.tokenizer import tokenizer_hash
     from doitray.data.synthetic_corpus import CORPUS_VERSION
 
     parts = [PRETRAIN_VERSION, CORPUS_VERSION, level.preset.lower(), corpus_options(spec, level),
-             level.pretrain.tokens, pretrain_settings(spec, level).model_dump(mode="json", exclude={"log_every"}),
+             level.pretrain.tokens, _settings(spec, level).model_dump(mode="json", exclude={"log_every"}),
              tokenizer_hash(tokenizer_dir), spec.template]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _worker_fields(tier: TierSpec) -> dict:
-    """The Train workers of the pretraining run: the level's tier at its smallest worker count."""
-    per = {"CPU": tier.cpus_per_worker, **({"GPU": tier.gpus_per_worker} if tier.gpus_per_worker else {}),
-           **tier.worker_resources}
-    return {"num_workers": tier.worker_counts()[0], "resources_per_worker": per,
-            "use_gpu": bool(tier.gpus_per_worker), "placement_strategy": tier.placement_strategy()}
+def _workers(tier: dict) -> dict:
+    """The Train workers of a pretraining run: the level's tier (``spec.train_resources``) at its smallest count."""
+    res = train_resources(tier)
+    counts = res["num_workers"]
+    return {**res, "num_workers": counts if isinstance(counts, int) else counts[0]}
 
 
 def pretrain_stage(spec: StudySpec, name: str, level: ModelLevel, source: dict, tokenizer_dir: str, work: str,
@@ -76,19 +58,19 @@ def pretrain_stage(spec: StudySpec, name: str, level: ModelLevel, source: dict, 
     """``(StageSpec | None, run_uri, key)`` of a level's pretraining: the spec is None when the run is already
     complete under the shared cache (nothing to generate, pack or train)."""
     from doitray.train.settings import CheckpointPolicy
-    from doitray.train.stage import StageSpec
-    from doitray.train.storage import exists, join
+    from doitray.train.stage import StageSpec, completed
+    from doitray.train.storage import join
 
     key = pretrain_key(spec, level, tokenizer_dir)
     storage = join(shared, "pretrain")
     run_name = f"{level.preset.lower()}-{key}"
     run_uri = join(storage, run_name)
-    if exists(join(run_uri, "stage_complete.json")):
+    if completed(run_uri) is not None:
         return None, run_uri, key
     from doitray.data.pipeline import pack_text
     from doitray.data.synthetic_corpus import write_corpus
 
-    ps, settings = level.pretrain, pretrain_settings(spec, level)
+    ps, settings = level.pretrain, _settings(spec, level)
     opts = corpus_options(spec, level)
     corpus = write_corpus(os.path.join(work, "corpus"), n_chars=ps.tokens * CHARS_PER_TOKEN, **opts)
     packed = pack_text(corpus, tokenizer_dir, settings.seq_len, work, max_tokens=ps.tokens)
@@ -96,7 +78,7 @@ def pretrain_stage(spec: StudySpec, name: str, level: ModelLevel, source: dict, 
                       template=spec.template, train_data=packed.path, settings=settings,
                       checkpoint=CheckpointPolicy(every="last", num_to_keep=1, export="last"),
                       storage_path=storage, run_name=run_name, cache_dir=os.path.join(work, "models"), source=source,
-                      max_failures=spec.max_retries, **_worker_fields(spec.resources[level.tier]))
+                      max_failures=spec.max_retries, **_workers(spec.resources[level.tier].model_dump()))
     return stage, run_uri, key
 
 
@@ -121,8 +103,7 @@ def pretrain_bases(spec: StudySpec, sources: dict[str, dict], tokenizer_dir: str
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from doitray.train.stage import run_stage
-    from doitray.train.storage import join, read_json
+    from doitray.train.stage import completed, run_stage
 
     todo, out = {}, {}
     for name, level in ((n, spec.models[n]) for n in sources):  # the levels prepared (those with cells to run)
@@ -132,7 +113,7 @@ def pretrain_bases(spec: StudySpec, sources: dict[str, dict], tokenizer_dir: str
         if stage is None:
             print(f"[{spec.name}] reused the pretrained base of {name} ({level.preset}, {level.pretrain.tokens:,} "
                   f"tokens): {run_uri}", flush=True)
-            out[name] = base_source(read_json(join(run_uri, "stage_complete.json")), sources[name], key)
+            out[name] = base_source(completed(run_uri), sources[name], key)
         else:
             todo[name] = (stage, key)
     if not todo:

@@ -365,10 +365,8 @@ class StudySpec(_Strict):
         settings = training_settings(self.training, error=ValueError)
         for name, lvl in self.models.items():
             if lvl.pretrain is not None:
-                over = lvl.pretrain.model_dump(include={"lr", "seq_len", "global_batch", "micro_batch", "warmup_ratio"},
-                                               exclude_none=True)
                 try:
-                    type(settings)(**{**settings.model_dump(), **over, "end_lr": 0.0})
+                    pretrain_settings(self.training, lvl, self.resources[lvl.tier])
                 except ValidationError as e:
                     raise ValueError(f"models.{name}.init.pretrain: {_format_error(e).strip()}") from None
         _divides(self, settings)
@@ -407,6 +405,32 @@ def memory_fit(level: ModelLevel, tier: TierSpec, settings):
 def tier_settings(settings, tier: TierSpec):
     """The training settings of a tier's cells (its micro-batch, when it sets one)."""
     return settings.model_copy(update={"micro_batch": tier.micro_batch}) if tier.micro_batch else settings
+
+
+def train_resources(tier: dict) -> dict[str, Any]:
+    """The ``StageSpec`` fields of a cell's Train workers, from its tier (a ``TierSpec`` dump): how many, what each
+    holds, and their placement strategy (``TierSpec.placement_strategy``)."""
+    workers = tier["workers"] if isinstance(tier["workers"], int) else tuple(tier["workers"])
+    per = {"CPU": tier["cpus_per_worker"]}
+    if tier["gpus_per_worker"]:
+        per["GPU"] = tier["gpus_per_worker"]
+    per.update(tier.get("worker_resources") or {})  # e.g. a node-type resource keeping cells off the head
+    return {"num_workers": workers, "resources_per_worker": per, "use_gpu": bool(tier["gpus_per_worker"]),
+            "placement_strategy": TierSpec(**tier).placement_strategy()}
+
+
+def pretrain_settings(training: dict[str, Any], level: ModelLevel, tier: TierSpec):
+    """The ``TrainSettings`` of a level's pretraining run: the study's ``training`` at the level's tier with the
+    level's pretrain fields over it (a new ``lr`` keeps the schedule's end/peak ratio); one pass over the corpus
+    per epoch, no ``max_steps``. Raises ``ValidationError`` when the combination is not valid."""
+    from doitray.train.settings import TrainSettings
+
+    ps = level.pretrain
+    base = tier_settings(training_settings(training, error=ValueError), tier)
+    over = ps.model_dump(include={"lr", "seq_len", "global_batch", "micro_batch", "warmup_ratio"}, exclude_none=True)
+    if "lr" in over:
+        over["end_lr"] = base.end_lr * over["lr"] / base.lr
+    return TrainSettings(**{**base.model_dump(), **over, "epochs": ps.epochs, "max_steps": None, "seed": ps.seed})
 
 
 def _divides(spec: "StudySpec", settings) -> None:

@@ -23,6 +23,7 @@ from doitray.train.storage import exists, join, list_dirs, read_json, write_json
 # the key prefix of a ModelSource pretrained by a study (``study.pretrain``): part of the stage key of the stages that
 # start from it (a preset's stage keys without one stay as they were)
 PRETRAINED_BASE = "pretrain-"
+COMPLETE = "stage_complete.json"  # written in the run directory once its final export exists
 METRICS = ("train_loss", "valid_loss", "lr", "grad_norm", "tokens_per_s", "step_time_s", "data_wait_s",
            "peak_memory_bytes", "mfu")
 
@@ -111,6 +112,17 @@ def stage_key(spec: StageSpec) -> str:
     if base.startswith(PRETRAINED_BASE):  # a base pretrained by the study: other weights than the preset's own
         parts["base"] = base
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_uri(spec: StageSpec) -> str:
+    """Where a stage's Train run lies: ``<storage_path>/<run_name>`` (default name ``<name>-<stage_key>``)."""
+    return join(spec.storage_path, spec.run_name or f"{spec.name}-{stage_key(spec)}")
+
+
+def completed(run: str) -> dict | None:
+    """The completion record of the stage run at ``run`` (its ``StageResult`` fields), None while unfinished."""
+    done = join(run, COMPLETE)
+    return read_json(done) if exists(done) else None
 
 
 def _metrics_callback(path: str):
@@ -232,9 +244,10 @@ def run_stage(spec: StageSpec) -> StageResult:
     key = stage_key(spec)
     run_name = spec.run_name or f"{spec.name}-{key}"
     run_uri = join(spec.storage_path, run_name)
-    done_uri = join(run_uri, "stage_complete.json")
-    if exists(done_uri):
-        return StageResult(**{**read_json(done_uri), "reused": True})
+    done_uri = join(run_uri, COMPLETE)
+    record = completed(run_uri)
+    if record is not None:
+        return StageResult(**{**record, "reused": True})
     if not ray.is_initialized():
         raise RuntimeError("run_stage needs an active Ray (ray.init(...)); the study runner starts it")
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from ray.train.v2.api.config import ScalingConfig
 
-from doitray.study.cell import train_resources
+from doitray.study.spec import train_resources
 from doitray.study.cells import expand_cells
 from doitray.study.spec import StudyFileError, load_study
 from doitray.train.stage import StageSpec, scaling_config, stage_key
