@@ -37,6 +37,7 @@ class Analysis:
     ratio_arms: pd.DataFrame
     forgetting: pd.DataFrame
     recipes: pd.DataFrame = field(default_factory=pd.DataFrame)
+    base: pd.DataFrame = field(default_factory=pd.DataFrame)  # the base models' scores (volume 0, not tuned)
     notes: list[str] = field(default_factory=list)
 
 
@@ -73,6 +74,8 @@ def analyze(results: Results, x: str | None = None, features: pd.DataFrame | Non
     comp = tables.completion(results.cells, set(results.scores["cell_id"]) if len(results.scores) else set())
     crv = curves.growth_curves(curves.scaling_grid(df), x=x, smooth_sigma=smooth_sigma, n_boot=n_boot, seed=seed) \
         if len(df) and x in df else pd.DataFrame(columns=curves.CURVE_COLUMNS)
+    base = curves.base_points(curves.scaling_grid(df), x=x, n_boot=n_boot, seed=seed) if len(df) and x in df \
+        else pd.DataFrame(columns=curves.CURVE_COLUMNS)
     varies = bool(len(df)) and x in df and df[x].nunique() >= 2
     sens = sensitivity.sensitivity_table(df, x=x, n_boot=n_boot, seed=seed) if varies else pd.DataFrame()
     if len(sens) and sens["data_slope"].isna().all():
@@ -135,7 +138,7 @@ def analyze(results: Results, x: str | None = None, features: pd.DataFrame | Non
     return Analysis(results=results, tidy=df, x=x, completion=comp, curves=crv, sensitivity=sens,
                     gap_points=gap_pts, transfer=tr, features=feats if feats is not None else pd.DataFrame(),
                     predictor_fit=fit, predictor_note=note, forecast=fc, dynamics=dyn, strategies=strat,
-                    k_sweep=ks, single_mixed=sm, ratio_arms=ra, forgetting=fg, recipes=rd, notes=notes)
+                    k_sweep=ks, single_mixed=sm, ratio_arms=ra, forgetting=fg, recipes=rd, base=base, notes=notes)
 
 
 __all__ = ["Analysis", "Results", "analyze", "choose_x", "composition", "curves", "forecast", "load_results",

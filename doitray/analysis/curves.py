@@ -63,11 +63,22 @@ def growth_curves(df: pd.DataFrame, x: str = "volume", panels: list[str] | None 
         raise ValueError(f"x must be one of {', '.join(X_AXES)}, got {x!r}")
     if df.empty or x not in df:
         return pd.DataFrame(columns=CURVE_COLUMNS)
-    d = df[df[x].notna() & (pd.to_numeric(df[x], errors="coerce") > 0)]  # log axis: no zero volume
+    d = df[df[x].notna() & (pd.to_numeric(df[x], errors="coerce") > 0)]  # log axis: the base points apart
     if panels is not None:
         d = d[d["panel"].isin(panels)]
+    out = _points(d, ["panel", *by, x], x, n_boot, seed)
+    out["smoothed"] = out["value"]
+    if smooth_sigma > 0 and len(out):
+        gk = ["panel", *by]
+        for _, idx in out.groupby(gk, sort=False, dropna=False).groups.items():
+            sub = out.loc[idx].sort_values("x")
+            out.loc[sub.index, "smoothed"] = smooth(sub["value"].to_numpy(), smooth_sigma)
+    return out.sort_values(["panel", "model_params", "construction", "x"], na_position="last").reset_index(drop=True)
+
+
+def _points(d: pd.DataFrame, keys: list[str], x: str, n_boot: int, seed: int) -> pd.DataFrame:
+    """One curve point (``point_estimate``) per ``keys`` group of ``d``, in ``CURVE_COLUMNS`` but ``smoothed``."""
     rows = []
-    keys = ["panel", *by, x]
     for i, (key, g) in enumerate(d.groupby(keys, sort=True, dropna=False)):
         k = dict(zip(keys, key))
         p = point_estimate(g, n_boot, seed + i)
@@ -81,14 +92,19 @@ def growth_curves(df: pd.DataFrame, x: str = "volume", panels: list[str] | None 
             "metric": str(g["metric"].iloc[0]), "cells": ";".join(g["cell_id"].astype(str)),
             "checkpoints": ";".join(g["checkpoint"].astype(str)),
         })
-    out = pd.DataFrame(rows, columns=CURVE_COLUMNS[:-1])
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS[:-1])
+
+
+def base_points(df: pd.DataFrame, x: str = "volume", n_boot: int = 400, seed: int = 0) -> pd.DataFrame:
+    """The base models' scores, the curves' volume-0 point: cells of data quantity 0 (not instruction-tuned;
+    ``study.cells.is_base``), one point per (panel, model) with ``construction`` None (it belongs to every
+    construction's curve of its model)."""
+    if df.empty or x not in df:
+        return pd.DataFrame(columns=CURVE_COLUMNS)
+    out = _points(df[pd.to_numeric(df[x], errors="coerce") == 0], ["panel", "model", x], x, n_boot, seed)
+    out["construction"] = None
     out["smoothed"] = out["value"]
-    if smooth_sigma > 0 and len(out):
-        gk = ["panel", *by]
-        for _, idx in out.groupby(gk, sort=False, dropna=False).groups.items():
-            sub = out.loc[idx].sort_values("x")
-            out.loc[sub.index, "smoothed"] = smooth(sub["value"].to_numpy(), smooth_sigma)
-    return out.sort_values(["panel", "model_params", "construction", "x"], na_position="last").reset_index(drop=True)
+    return out.sort_values(["panel", "model_params"]).reset_index(drop=True)
 
 
 def smooth(y, sigma: float) -> np.ndarray:

@@ -55,11 +55,11 @@ def make_figures(an: Analysis, smooth: bool = False) -> list[fc.Figure]:
                   list(dict.fromkeys(df["construction"].dropna().astype(str))) if len(df) else [])
     figs: list[fc.Figure | None] = [fs.completion_figure(an.results.cells, pal.models)]
     if len(an.curves):
-        figs.append(fc.curve_panel_figure(an.curves, "overall", pal, an.x, smooth))
+        figs.append(fc.curve_panel_figure(an.curves, "overall", pal, an.x, smooth, base=an.base))
         figs.append(fc.curve_grid_figure(an.curves, [p for p in ability_panels(df, ood=False) if p != "overall"],
-                                         pal, an.x, "abilities", "Per-ability growth curves", smooth))
+                                         pal, an.x, "abilities", "Per-ability growth curves", smooth, base=an.base))
         figs.append(fc.curve_grid_figure(an.curves, ability_panels(df, ood=True), pal, an.x, "ood",
-                                         "Out-of-domain panels", smooth))
+                                         "Out-of-domain panels", smooth, base=an.base))
         figs.append(fc.size_figure(an.curves, ability_panels(df, ood=False), pal, an.x, reference_construction(df)))
     if len(an.dynamics):
         figs.append(fc.dynamics_figure(an.dynamics, pal))
@@ -155,6 +155,32 @@ def _predictor_lines(p) -> list[str]:
     return out
 
 
+def _overall_lines(an: Analysis) -> list[str]:
+    """The overall score of every model at every (construction, data quantity), the base models (quantity 0, not
+    tuned) first, with the chance level and curated − synthetic per quantity: a study's headline in one table."""
+    o = an.curves[an.curves["panel"] == "overall"] if len(an.curves) else an.curves
+    if o.empty:
+        return []
+    b = an.base[an.base["panel"] == "overall"] if len(an.base) else o.iloc[0:0]
+    models = [m for m in model_order(pd.concat([b, o])) if m in set(o["model"]) | set(b["model"])]
+
+    def score(g: pd.DataFrame, m: str) -> str:
+        return fmt(g.loc[g["model"] == m, "value"].mean(), 3) if (g["model"] == m).any() else "–"
+
+    rows = [{"construction": "base (not tuned)", an.x: "0", **{m: score(b, m) for m in models}}] if len(b) else []
+    for (cons, x), g in o.groupby(["construction", "x"], sort=True, dropna=False):
+        rows.append({"construction": cons, an.x: f"{x:g}", **{m: score(g, m) for m in models}})
+    chance = o["chance"].dropna()
+    head = f"Overall score by model{f' (chance {chance.mean():.3g})' if len(chance) else ''}"
+    out = ["", head, text_table(rows)]
+    wide = o.pivot_table(index=["model", "x"], columns="construction", values="value")
+    if {"curated", "synthetic"} <= set(wide.columns):
+        gap = (wide["curated"] - wide["synthetic"]).dropna().groupby(level="x").mean()
+        out.append("Curated − synthetic, overall (points, mean over models): "
+                   + ", ".join(f"{an.x} {x:g}: {v * 100:+.1f}" for x, v in gap.items()))
+    return out
+
+
 def summary_text(an: Analysis) -> str:
     """The terminal summary of an analysis."""
     c = an.completion
@@ -173,6 +199,7 @@ def summary_text(an: Analysis) -> str:
         o = an.curves[an.curves["panel"] == "overall"]
         best = o.loc[o["value"].idxmax()]
         out.append(f"\nBest overall: {best['value']:.4g} ({best['model']}, {best['construction']}, {an.x} {best['x']:g})")
+    out += _overall_lines(an)
     if an.forecast is not None:
         f = an.forecast
         out.append(f"Forecast from cheap runs: held-out MAE {f.mae:.4g} over {f.n_heldout} points; ability-order "

@@ -28,6 +28,25 @@ HOVER = ("<b>%{customdata[0]}</b><br>%{customdata[6]}: %{x:,}<br>score %{y:.2f} 
          "<br>cells: %{customdata[7]}<br>checkpoint: %{customdata[1]}<extra></extra>")
 
 
+BASE_STEP = 4  # the base models' point (data quantity 0) sits this factor left of the smallest one on the log axis
+BASE_HOVER = ("<b>%{customdata[0]}</b> (not instruction-tuned)<br>score %{y:.2f} [CI %{customdata[2]:.2f}, "
+              "%{customdata[3]:.2f}]<br>n = %{customdata[1]} items<br>cell: %{customdata[4]}<extra></extra>")
+
+
+def base_x(xs) -> float | None:
+    """Where the base point is drawn on a log axis of the data quantities ``xs`` (None without any)."""
+    pos = [float(x) for x in xs if x is not None and not pd.isna(x) and x > 0]
+    return min(pos) / BASE_STEP if pos else None
+
+
+def _ticks(xs, axis: str, base: pd.DataFrame | None) -> dict:
+    ticks = log_ticks(xs, axis)
+    bx = base_x(xs)
+    if base is not None and len(base) and bx is not None:
+        ticks = {**ticks, "tickvals": [bx, *ticks["tickvals"]], "ticktext": ["base", *ticks["ticktext"]]}
+    return ticks
+
+
 def _custom(*cols) -> np.ndarray:
     """Hover data with each column keeping its type (numbers stay numbers for d3 formatting)."""
     return np.array([[v.item() if hasattr(v, "item") else v for v in row] for row in zip(*cols)], dtype=object)
@@ -45,9 +64,32 @@ def _layout(fig: go.Figure, height: int, title: str, legend: str = "bottom", bot
                       margin=dict(l=70, r=20, t=top, b=bottom), legend=leg, hoverlabel=dict(namelength=-1))
 
 
+def _add_base(fig: go.Figure, cur: pd.DataFrame, base: pd.DataFrame, pal: Palette, factor: float, row, col,
+              showlegend: bool) -> None:
+    """Each model's base score (not tuned) at ``base_x``, joined by a dotted line to the first point of each of
+    its curves."""
+    bx = base_x(cur["x"])
+    for r in base.to_dict("records"):
+        model, colour = r["model"], pal.model_colour(r["model"])
+        for _, c in cur[cur["model"] == model].groupby("construction", sort=False, dropna=False):
+            first = c.sort_values("x").iloc[0]
+            fig.add_trace(go.Scatter(x=[bx, first["x"]], y=[r["value"] * factor, first["value"] * factor],
+                                     mode="lines", line=dict(color=colour, dash="dot", width=1), hoverinfo="skip",
+                                     showlegend=False, legendgroup=f"{model} · base"), row=row, col=col)
+        fig.add_trace(go.Scatter(
+            x=[bx], y=[r["value"] * factor], mode="markers", name=f"{model} · base (not tuned)",
+            legendgroup=f"{model} · base", showlegend=showlegend, marker=dict(color=colour, symbol="diamond", size=10),
+            error_y=dict(type="data", symmetric=False, array=[(r["ci_high"] - r["value"]) * factor],
+                         arrayminus=[(r["value"] - r["ci_low"]) * factor], color=colour, thickness=1),
+            customdata=_custom([f"{model} base"], [r["n"]], [r["ci_low"] * factor], [r["ci_high"] * factor],
+                               [r["cells"]]), hovertemplate=BASE_HOVER), row=row, col=col)
+
+
 def _add_curves(fig: go.Figure, cur: pd.DataFrame, pal: Palette, x_axis: str, row=None, col=None,
-                showlegend: bool = True, smooth: bool = False) -> None:
+                showlegend: bool = True, smooth: bool = False, base: pd.DataFrame | None = None) -> None:
     factor, _ = value_scale(cur["value"], cur["metric"].iloc[0] if len(cur) else None)
+    if base is not None and len(base) and len(cur):
+        _add_base(fig, cur, base, pal, factor, row, col, showlegend)
     seen = set()
     for (model, cons), c in cur.groupby(["model", "construction"], sort=False, dropna=False):
         c = c.sort_values("x")
@@ -71,32 +113,43 @@ def _add_curves(fig: go.Figure, cur: pd.DataFrame, pal: Palette, x_axis: str, ro
         seen.add(name)
     chance = cur["chance"].dropna()
     if len(chance) and len(cur):
-        xs = [cur["x"].min(), cur["x"].max()]
+        xs = [base_x(cur["x"]) if base is not None and len(base) else cur["x"].min(), cur["x"].max()]
         fig.add_trace(go.Scatter(x=xs, y=[chance.mean() * factor] * 2, mode="lines", name="chance level",
                                  legendgroup="chance", showlegend=showlegend,
                                  line=dict(color=CHANCE_COLOUR, dash="dot", width=1.5),
                                  hovertemplate="chance %{y:.2f}<extra></extra>"), row=row, col=col)
 
 
+def _panel_base(base: pd.DataFrame | None, panel: str) -> pd.DataFrame:
+    return base[base["panel"] == panel] if base is not None and len(base) else pd.DataFrame(columns=["panel"])
+
+
+BASE_CAPTION = (" A diamond left of the curves is a base model's own score (data quantity 0: scored as it starts, "
+                "before instruction tuning), joined to its curves by a dotted line.")
+
+
 def curve_panel_figure(curves: pd.DataFrame, panel: str, pal: Palette, x_axis: str, smooth: bool = False,
-                       key: str = "overall") -> Figure | None:
-    """One panel (e.g. the overall score) as its own figure."""
+                       key: str = "overall", base: pd.DataFrame | None = None) -> Figure | None:
+    """One panel (e.g. the overall score) as its own figure; ``base``: the base models' points
+    (``analysis.curves.base_points``)."""
     cur = curves[curves["panel"] == panel]
     if cur.empty:
         return None
+    b = _panel_base(base, panel)
     fig = go.Figure()
-    _add_curves(fig, cur, pal, x_axis, smooth=smooth)
+    _add_curves(fig, cur, pal, x_axis, smooth=smooth, base=b)
     _, unit = value_scale(cur["value"], cur["metric"].iloc[0])
     _layout(fig, 480, f"{display_name(panel)} vs data volume")
-    fig.update_xaxes(title=X_TITLES.get(x_axis, x_axis), **log_ticks(cur["x"], x_axis))
+    fig.update_xaxes(title=X_TITLES.get(x_axis, x_axis), **_ticks(cur["x"], x_axis, b))
     fig.update_yaxes(title=unit)
-    return Figure(key, f"{display_name(panel)}: score vs data volume", fig, cur.drop(columns=["smoothed"]),
+    table = pd.concat([b, cur], ignore_index=True) if len(b) else cur
+    return Figure(key, f"{display_name(panel)}: score vs data volume", fig, table.drop(columns=["smoothed"]),
                   "One line per model size (colour) and construction (curated solid, synthetic dashed, mix dotted); "
-                  "bands are 95% CIs; the grey dotted line is the chance level.")
+                  "bands are 95% CIs; the grey dotted line is the chance level." + (BASE_CAPTION if len(b) else ""))
 
 
 def curve_grid_figure(curves: pd.DataFrame, panels: list[str], pal: Palette, x_axis: str, key: str, title: str,
-                      smooth: bool = False, ncols: int = 3) -> Figure | None:
+                      smooth: bool = False, ncols: int = 3, base: pd.DataFrame | None = None) -> Figure | None:
     """A panel per ability in one figure, sharing a legend."""
     panels = [p for p in panels if (curves["panel"] == p).any()]
     if not panels:
@@ -107,15 +160,18 @@ def curve_grid_figure(curves: pd.DataFrame, panels: list[str], pal: Palette, x_a
                         horizontal_spacing=0.07, vertical_spacing=0.32 / max(nrows, 1) + 0.04)
     for i, p in enumerate(panels):
         r, c = i // ncols + 1, i % ncols + 1
-        cur = curves[curves["panel"] == p]
-        _add_curves(fig, cur, pal, x_axis, row=r, col=c, showlegend=(i == 0), smooth=smooth)
+        cur, b = curves[curves["panel"] == p], _panel_base(base, p)
+        _add_curves(fig, cur, pal, x_axis, row=r, col=c, showlegend=(i == 0), smooth=smooth, base=b)
         _, unit = value_scale(cur["value"], cur["metric"].iloc[0])
-        fig.update_xaxes(row=r, col=c, **log_ticks(cur["x"], x_axis),
+        fig.update_xaxes(row=r, col=c, **_ticks(cur["x"], x_axis, b),
                          title=X_TITLES.get(x_axis, x_axis) if r == nrows else None)
         fig.update_yaxes(row=r, col=c, title=unit if c == 1 else None)
     _layout(fig, 300 * nrows + 160, title)
-    sub = curves[curves["panel"].isin(panels)].drop(columns=["smoothed"])
-    return Figure(key, title, fig, sub, "Same encoding as the overall curve; each panel has its own y range.")
+    sub = curves[curves["panel"].isin(panels)]
+    b = base[base["panel"].isin(panels)] if base is not None and len(base) else pd.DataFrame()
+    sub = (pd.concat([b, sub], ignore_index=True) if len(b) else sub).drop(columns=["smoothed"])
+    return Figure(key, title, fig, sub, "Same encoding as the overall curve; each panel has its own y range."
+                  + (BASE_CAPTION if len(b) else ""))
 
 
 def size_figure(curves: pd.DataFrame, panels: list[str], pal: Palette, x_axis: str, construction: str | None

@@ -20,7 +20,7 @@ from doitray.data.sources import Pool
 from doitray.models.params import model_params
 from doitray.scratch import fetch
 from doitray.store import ResultsStore, part_key
-from doitray.study.cells import Cell, checkpoint_policy
+from doitray.study.cells import Cell, checkpoint_policy, is_base
 from doitray.study.owners import owned
 from doitray.study.prepare import local_cache
 from doitray.study.stages import stage_recipes
@@ -49,8 +49,9 @@ class CellRun:
         self.cache = local_cache(self.shared["cache"], self.shared.get("study") or self.content["study"])
         self.seed = int(self.levels["seed"])
         tier = TierSpec(**cell["resources"])
-        self.settings = tier_settings(training_settings(self.content["training"]), tier).model_copy(
-            update={"seed": self.seed})
+        self.base = is_base(self.levels)  # scored as it starts, nothing trained (a base cell has no training)
+        self.settings = None if self.base else tier_settings(training_settings(self.content["training"]),
+                                                             tier).model_copy(update={"seed": self.seed})
         self.evaluation = self.content["evaluation"]
         self.seconds = {"data_s": 0.0, "train_s": 0.0, "eval_s": 0.0}   # wall time per phase
 
@@ -101,6 +102,8 @@ class CellRun:
 
     def materialize(self) -> None:
         """Sample and pack every stage's data and the valid data into the cache (no training)."""
+        if self.base:
+            return
         self.valid_data()
         for _, recipe in stage_recipes(self.content):
             self._packed(recipe)
@@ -237,10 +240,33 @@ class CellRun:
             r["selected"] = r["checkpoint"] == ckpt_name(stage, name)
         self.store.write("checkpoints", part_key(self.cid, stage), rows)
 
+    def evaluate_base(self) -> None:
+        """Score the model level's starting weights on test (a base cell): its one checkpoint, ``s0-base``."""
+        from doitray.eval.evaluate import evaluate_and_store
+
+        hf = ((self.shared.get("models") or {}).get(self.levels["model"]) or {}).get("hf_dir")
+        if not hf:
+            raise RuntimeError(f"model level {self.levels['model']!r} has no weights to score as its base (a config "
+                               "preset from scratch); a data quantity of 0 needs a pretrained or pretrain level")
+        name = ckpt_name(0, "base")
+        self.store.write("checkpoints", part_key(self.cid, 0), [
+            {"cell_id": self.cid, "checkpoint": name, "stage": 0, "stage_name": "base", "step": 0, "epoch": 0.0,
+             "path": None, "hf_path": hf, "valid_loss": None, "selected": True, "created_at": time.time()}])
+        evaluate_and_store(self.store, hf, self.suites("test"), template=self.content["template"], cell_id=self.cid,
+                           checkpoint=name, stage=0, step=0, epoch=0.0,
+                           engine_options=engine_options(hf, self.cell, self.cache), seed=self.seed,
+                           allow_unsafe_code=bool(self.evaluation.get("allow_unsafe_code")))
+        self._track_scores(0, self._scores(name, "test"))
+        self.track.set_tags({"doitray.selected_checkpoint": name})
+
     # -- all of it ----------------------------------------------------------------------------
     def run(self) -> dict:
         self.track.log_params({**self.levels, "cell_id": self.cid, "study": self.content["study"]})
         self.track.set_tags({"doitray.state": "running"})
+        if self.base:
+            self._timed("eval_s", self.evaluate_base)
+            return {"model_params": model_params(self.content["model"]), "train_tokens": 0, "per_ability": 0.0,
+                    "volume": 0, "recipe": "[]", **self.seconds}
         results, tokens, examples = self.train()
         self._timed("eval_s", self.evaluate, results)
         n_ab = max(1, len(examples))

@@ -9,6 +9,11 @@ Levels that do not apply are normalised before hashing so that equivalent cells 
 compositions that fix their own sizes (``reconstruct``, ``maximum``, ``all``, ``ratio:…``, ``recipe:…``),
 and roles only matter to staged strategies, ratio compositions and the multi-task cells of a strategy comparison
 whose data holds abilities outside the roles (``_roles_limit_multitask``).
+
+A data quantity of 0 is a **base cell**: the model level's starting weights scored without instruction tuning (the
+curves' volume-0 point, the paper's "base"). One per model level: construction, composition, strategy and seed do
+not apply (``construction`` is None, the seed the study's first), and neither the training nor the data's
+sampling settings enter its id.
 """
 from __future__ import annotations
 
@@ -21,9 +26,10 @@ from typing import Any
 from doitray import abilities as registry
 from doitray.eval.engine import SERVING_OPTIONS
 from doitray.study.spec import ModelLevel, StudySpec, TierSpec
+from doitray.study.stages import QUANTITIES as QUANTITY_FACTORS
+from doitray.study.stages import is_base
 from doitray.train.settings import CheckpointPolicy
 
-QUANTITY_FACTORS = ("volume", "per_ability", "frac")
 FIXED_SIZE_COMPOSITIONS = ("reconstruct", "maximum", "all")
 
 
@@ -51,6 +57,8 @@ class Cell:
         """A short human-readable description of the cell's levels."""
         lv = self.levels
         qty = next((f"{k}={lv[k]}" for k in QUANTITY_FACTORS if lv.get(k) is not None), "")
+        if is_base(lv):
+            return f"{lv['model']} base ({qty}, not tuned)"
         bits = [lv["model"], lv["construction"], lv["composition"], qty, lv["strategy"]]
         if lv["strategy"] == "dmt":
             bits.append(f"k={lv['replay_frac']:g}")
@@ -63,8 +71,11 @@ class Cell:
                 "resources": self.resources.model_dump(), "engine": dict(self.engine)}
 
 
-def _normalise(levels: dict[str, Any]) -> dict[str, Any]:
+def _normalise(levels: dict[str, Any], first_seed: int = 0) -> dict[str, Any]:
     lv = dict(levels)
+    if is_base(lv):
+        return {**lv, "construction": None, "composition": "balanced", "strategy": "multitask", "replay_frac": 0.0,
+                "seed": first_seed}
     if lv["strategy"] != "dmt":
         lv["replay_frac"] = 0.0
     if lv["composition"] in FIXED_SIZE_COMPOSITIONS or lv["composition"].startswith(("ratio:", "recipe:")):
@@ -156,7 +167,7 @@ def expand_cells(spec: StudySpec) -> list[Cell]:
     roles_limit = _roles_limit_multitask(spec)
     cells: dict[str, Cell] = {}
     for combo in itertools.product(*axes.values()):
-        levels = _normalise(dict(zip(axes, combo)))
+        levels = _normalise(dict(zip(axes, combo)), f.seed[0])
         if _excluded(levels, spec.exclude):
             continue
         model = spec.models[levels["model"]]
@@ -181,6 +192,11 @@ def expand_cells(spec: StudySpec) -> list[Cell]:
             content["roles"] = spec.roles.model_dump()
         if composition.startswith("recipe:"):
             content["recipe"] = spec.recipes[composition.split(":", 1)[1]]
+        if is_base(levels):  # nothing is trained, sampled or selected
+            for k in ("upsample", "training", "checkpoints", "roles"):
+                content.pop(k, None)
+            content["evaluation"] = {k: v for k, v in content["evaluation"].items()
+                                     if k not in ("select", "evaluate", "valid_loss_per_ability")}
         cid = content_hash(_identity(content))
         if cid not in cells:
             cells[cid] = Cell(cid, content, model.tier, spec.resources[model.tier], dict(model.engine))

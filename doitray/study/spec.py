@@ -134,6 +134,7 @@ class Factors(_Strict):
     """The study's factors; each is a list of levels and the grid is their product."""
 
     model: list[str] = Field(min_length=1)
+    # a quantity of 0 is the base model scored without instruction tuning (the curves' volume-0 point)
     volume: list[int] | None = None  # total training examples, balanced over abilities
     per_ability: list[int] | None = None  # examples per ability
     frac: list[float] | None = None  # fraction of every source (DMT's 1, 1/4, …, 1/256)
@@ -145,9 +146,9 @@ class Factors(_Strict):
 
     @field_validator("volume", "per_ability")
     @classmethod
-    def _positive(cls, v):
-        if v is not None and any(x <= 0 for x in v):
-            raise ValueError("levels must be positive integers")
+    def _not_negative(cls, v):
+        if v is not None and any(x < 0 for x in v):
+            raise ValueError("levels must be integers >= 0 (0: the base model, scored without instruction tuning)")
         return v
 
     @field_validator("frac", "replay_frac")
@@ -343,6 +344,13 @@ class StudySpec(_Strict):
         if "sequential" in self.factors.strategy and self.roles.order:
             if sorted(self.roles.order) != sorted(self.roles.specialist):
                 raise ValueError("roles.order must be a permutation of roles.specialist")
+        if any(0 in (getattr(self.factors, q) or []) for q in ("volume", "per_ability", "frac")):
+            scratch = [m for m in self.factors.model if not has_base_weights(self.models[m])]
+            if scratch:
+                raise ValueError(f"factors: a data quantity of 0 scores each model's base without instruction "
+                                 f"tuning, but model level(s) {scratch} start from random weights (init: scratch "
+                                 "or a config preset); give them init: {pretrain: {tokens: N}}, init: pretrained "
+                                 "with a path, or drop the 0 level")
         if any(k > 0 for k in self.factors.replay_frac) and "dmt" not in self.factors.strategy:
             raise ValueError("factors.replay_frac > 0 applies to strategy dmt only; add dmt to factors.strategy")
         for c in self.factors.composition:
@@ -383,6 +391,17 @@ class StudySpec(_Strict):
             if bad:
                 raise ValueError(f"exclude[{i}]: unknown factor(s) {bad}; factors: {sorted(Factors.model_fields)}")
         return self
+
+
+def has_base_weights(level: ModelLevel) -> bool:
+    """Whether a model level starts from trained weights (a path, a GGUF, an HF preset or a pretrain level): the
+    base a data quantity of 0 scores."""
+    from doitray.models.presets import PRESETS
+
+    if level.pretrain is not None or level.path or level.gguf:
+        return True
+    preset = PRESETS.get((level.preset or "").lower())
+    return level.init == "pretrained" and preset is not None and preset.source != "config"
 
 
 def memory_fit(level: ModelLevel, tier: TierSpec, settings):

@@ -28,6 +28,13 @@ from typing import Any, Callable
 from doitray.data.recipes import Part, Recipe
 
 _CONSTRUCTION = {"curated": "curated", "synthetic": "synthetic", "mix": None}
+QUANTITIES = ("volume", "per_ability", "frac")  # the data-quantity factors
+
+
+def is_base(levels: dict[str, Any]) -> bool:
+    """Whether a cell's levels are a base cell's: a data quantity of 0, the model scored without instruction
+    tuning (``study.cells``)."""
+    return any(levels.get(q) == 0 for q in QUANTITIES)
 
 
 def base_recipe(content: dict[str, Any]) -> Recipe:
@@ -59,7 +66,7 @@ def base_recipe(content: dict[str, Any]) -> Recipe:
         abilities = [a for a in staged if a in abilities] if abilities else staged
     common = dict(construction=construction, abilities=tuple(abilities) if abilities else None, exclude=exclude,
                   upsample=upsample)
-    if comp == "all" or all(lv.get(q) is None for q in ("volume", "per_ability", "frac")):
+    if comp == "all" or all(lv.get(q) is None for q in QUANTITIES):
         part = Part(name="all", all=True, **common)
     elif lv.get("volume") is not None:
         part = Part(name=f"balanced-{lv['volume']}", total=int(lv["volume"]), **common)
@@ -142,8 +149,10 @@ STRATEGIES: tuple[str, ...] = tuple(TABLE)
 
 
 def stage_recipes(content: dict[str, Any]) -> Stages:
-    """The ordered (stage name, recipe) list of a cell's strategy."""
+    """The ordered (stage name, recipe) list of a cell's strategy (none for a base cell: a data quantity of 0)."""
     lv = content["levels"]
+    if is_base(lv):
+        return []
     strategy = lv["strategy"]
     if strategy not in TABLE:
         raise ValueError(f"unknown strategy {strategy!r}; allowed: {', '.join(STRATEGIES)}")

@@ -50,7 +50,7 @@ def write_fixture_store(root: Path, partial: bool = False, seed: int = 0) -> Pat
                                     "factors": {"model": [m for m, _ in MODELS], "volume": list(VOLUMES)}})
     cells = []
     for model, params in MODELS:
-        cells.append(_cell(f"{model}-base", model, params, "curated", 0))
+        cells.append(_cell(f"{model}-base", model, params, None, 0))  # a base cell (study.cells.is_base)
         for cons in CONSTRUCTIONS:
             for vol in VOLUMES:
                 cells.append(_cell(f"{model}-{cons}-{vol}", model, params, cons, vol))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 
+import pandas as pd
 import pytest
 
 from doitray.cli import main
@@ -70,6 +71,43 @@ def test_sensitivity_numbers_match_the_analysis(study_store):
     assert "Benjamini–Hochberg" in fig.caption and "F-test" in fig.caption
     pred = next(f for f in make_figures(an) if f.key == "predictors")
     assert "F-test" in pred.caption and "95% CIs and t-test p" in pred.caption and "Bonett–Wright" in pred.caption
+
+
+def test_base_models_are_the_volume_0_point(study_store):
+    """Base cells (volume 0, not tuned) are drawn left of the log-volume curves and tabled; no slope uses them."""
+    from doitray.analysis import sensitivity
+    from doitray.report.build import summary_text
+    from doitray.report.style import fmt
+
+    an = _load(str(study_store), n_boot=50)
+    base = an.base[an.base["panel"] == "overall"]
+    assert sorted(base["model"]) == ["tiny-m", "tiny-s"]
+    assert (base["x"] == 0).all() and base["construction"].isna().all()
+    assert not (an.curves["x"] <= 0).any()
+    tuned = an.tidy[an.tidy["volume"] > 0]
+    pd.testing.assert_frame_equal(sensitivity.data_sensitivity(tuned), sensitivity.data_sensitivity(an.tidy))
+    pd.testing.assert_frame_equal(sensitivity.size_sensitivity(tuned), sensitivity.size_sensitivity(an.tidy))
+    assert not any("no volume-0 cell" in n for n in an.notes)  # the Complexity predictor uses the base scores
+
+    overall = next(f for f in make_figures(an) if f.key == "overall")
+    marks = {t.name: t for t in overall.fig.data if t.name and t.name.endswith("base (not tuned)")}
+    assert set(marks) == {"tiny-s · base (not tuned)", "tiny-m · base (not tuned)"}
+    smallest = an.curves["x"].min()
+    for model, t in ((n.split(" · ")[0], t) for n, t in marks.items()):
+        assert t.x[0] == smallest / 4
+        assert t.y[0] == pytest.approx(100 * base.loc[base["model"] == model, "value"].iloc[0])
+    axis = overall.fig.layout.xaxis
+    assert axis.tickvals[0] == smallest / 4 and axis.ticktext[0] == "base"
+    assert (overall.table["x"] == 0).sum() == 2 and "before instruction tuning" in overall.caption
+    grid = next(f for f in make_figures(an) if f.key == "abilities")
+    assert sum(1 for t in grid.fig.data if t.name == "tiny-s · base (not tuned)" and t.showlegend) == 1
+    assert sum(1 for t in grid.fig.data if t.mode == "markers" and t.marker.symbol == "diamond") == 2 * 10
+
+    text = summary_text(an)
+    table = text[text.index("Overall score by model (chance"):]
+    first = table.splitlines()[3]
+    assert first.startswith("base (not tuned)") and all(fmt(v, 3) in first for v in base["value"])
+    assert "Curated − synthetic, overall (points, mean over models): volume 40:" in text
 
 
 def test_dmt_paper_k_sweep_report(dmt_paper_store, tmp_path):

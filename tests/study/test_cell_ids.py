@@ -198,14 +198,17 @@ DOIT_IDS = [
     ('33b mix recipe:mix-40960 multitask seed=0', '751df5d5ad95'),
 ]
 
-# experiments/studies/default.yaml since 2026-12-02 (pretrained bases, issue 18): 12 cells, computed when it shipped
+# experiments/studies/default.yaml since 2026-12-02 (pretrained bases, issue 18): 12 tuned cells, computed when it
+# shipped, and since its eighth session the two base cells (volume 0), added without changing the 12
 DEFAULT_PRETRAINED_IDS = [
+    ('tiny-xs base (volume=0, not tuned)', 'b0c475735ebb'),
     ('tiny-xs curated balanced volume=160 multitask seed=0', '1f64e6b5ae4b'),
     ('tiny-xs curated balanced volume=640 multitask seed=0', '4d95ca63aebe'),
     ('tiny-xs curated balanced volume=2560 multitask seed=0', '364be2b510f1'),
     ('tiny-xs synthetic balanced volume=160 multitask seed=0', 'cffd8d7e4f48'),
     ('tiny-xs synthetic balanced volume=640 multitask seed=0', 'fc9a8ed0b44b'),
     ('tiny-xs synthetic balanced volume=2560 multitask seed=0', '721fc2bd352f'),
+    ('tiny-s base (volume=0, not tuned)', 'd2cff1d32352'),
     ('tiny-s curated balanced volume=160 multitask seed=0', '3a6bf8842ba4'),
     ('tiny-s curated balanced volume=640 multitask seed=0', '2444f500aeb9'),
     ('tiny-s curated balanced volume=2560 multitask seed=0', '921a593f4436'),

@@ -121,6 +121,44 @@ def test_inapplicable_levels_collapse():
     assert len(dmt) == 3 * 2
 
 
+PRETRAINED = {"s": {"preset": "tiny-s", "init": {"pretrain": {"tokens": 5000}}},
+              "m": {"preset": "tiny-m", "init": {"pretrain": {"tokens": 5000}}}}
+
+
+def test_a_quantity_of_zero_is_one_base_cell_per_model():
+    from doitray.study.cells import is_base
+    from doitray.study.stages import stage_recipes
+
+    doc = study(models=PRETRAINED, factors={**BASE["factors"], "volume": [0, 40, 160], "seed": [3, 4],
+                                            "composition": ["balanced", "loo:math"]})
+    cells = expand_cells(parse_study(doc))
+    base = [c for c in cells if is_base(c.levels)]
+    assert [c.label() for c in base] == ["s base (volume=0, not tuned)", "m base (volume=0, not tuned)"]
+    assert all(c.levels["construction"] is None and c.levels["seed"] == 3 and stage_recipes(c.content) == []
+               for c in base)
+    assert "training" not in base[0].content and "checkpoints" not in base[0].content
+    assert len(cells) == 2 + 2 * 2 * 2 * 2 * 2
+    # the base is the same work whatever the training, the constructions or the tuned volumes
+    other = study(models=PRETRAINED, training={"preset": "tiny", "lr": 1e-3},
+                  factors={"model": ["s", "m"], "construction": ["curated"], "volume": [0, 2560], "seed": [3]})
+    assert [c.cell_id for c in expand_cells(parse_study(other)) if is_base(c.levels)] == [c.cell_id for c in base]
+    # adding the 0 level leaves the tuned cells' ids as they were
+    tuned = expand_cells(parse_study(study(models=PRETRAINED, factors={**doc["factors"], "volume": [40, 160]})))
+    assert {c.cell_id for c in tuned} == {c.cell_id for c in cells if not is_base(c.levels)}
+    # another base (more pretraining) is another cell
+    more = copy.deepcopy(doc)
+    more["models"]["s"]["init"]["pretrain"]["tokens"] = 6000
+    assert expand_cells(parse_study(more))[0].cell_id != base[0].cell_id
+
+
+def test_a_base_needs_weights_to_score():
+    msg = err(study(factors={**BASE["factors"], "volume": [0, 40]}))
+    assert "factors: a data quantity of 0" in msg and "['s', 'm']" in msg and "init: {pretrain" in msg
+    assert "levels must be integers >= 0" in err(study(factors={**BASE["factors"], "volume": [-1, 40]}))
+    ok = study(models={**PRETRAINED, "g": {"gguf": "smollm2"}}, factors={"model": ["s", "g"], "volume": [0, 40]})
+    assert len(expand_cells(parse_study(ok))) == 2 + 2  # curated only: a base and a tuned cell per model
+
+
 def test_shipped_studies_validate():
     import glob
     import os
