@@ -73,10 +73,11 @@ def _expand_factors(cells: pd.DataFrame) -> pd.DataFrame:
 
 def cell_label(row: Any) -> str:
     """A short human label of a cell's factor levels (for hover text and tables)."""
-    parts = [str(row.get("model", "?")), str(row.get("construction", "") or "")]
+    cons = row.get("construction")
+    parts = [str(row.get("model", "?")), "" if cons is None or pd.isna(cons) else str(cons)]
     vol = row.get("volume")
     if vol is not None and not pd.isna(vol):
-        parts.append(f"N={int(vol)}")
+        parts.append("base N=0" if vol == 0 else f"N={int(vol)}")
     for key in ("composition", "strategy"):
         v = row.get(key)
         if v and not pd.isna(v) and v not in ("balanced", "multitask"):

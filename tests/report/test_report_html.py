@@ -84,6 +84,7 @@ def test_base_models_are_the_volume_0_point(study_store):
     assert sorted(base["model"]) == ["tiny-m", "tiny-s"]
     assert (base["x"] == 0).all() and base["construction"].isna().all()
     assert not (an.curves["x"] <= 0).any()
+    assert set(an.tidy.loc[an.tidy["volume"] == 0, "label"]) == {"tiny-s base N=0 seed 0", "tiny-m base N=0 seed 0"}
     tuned = an.tidy[an.tidy["volume"] > 0]
     pd.testing.assert_frame_equal(sensitivity.data_sensitivity(tuned), sensitivity.data_sensitivity(an.tidy))
     pd.testing.assert_frame_equal(sensitivity.size_sensitivity(tuned), sensitivity.size_sensitivity(an.tidy))
