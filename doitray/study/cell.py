@@ -194,10 +194,19 @@ class CellRun:
         df = self.store.read("scores")
         return df[(df["cell_id"] == self.cid) & (df["checkpoint"] == name) & (df["split"] == split)].to_dict("records")
 
+    def _score(self, hf: str, name: str, stage: int, step: int, epoch: float, split: str) -> list[dict]:
+        """Score the HF weights at ``hf`` on ``split`` as checkpoint ``name`` (stored and tracked); its rows."""
+        from doitray.eval.evaluate import evaluate_and_store
+
+        evaluate_and_store(self.store, hf, self.suites(split), template=self.content["template"], cell_id=self.cid,
+                           checkpoint=name, stage=stage, step=step, epoch=epoch,
+                           engine_options=engine_options(hf, self.cell, self.cache), seed=self.seed,
+                           allow_unsafe_code=bool(self.evaluation.get("allow_unsafe_code")))
+        return self._track_scores(stage, self._scores(name, split))
+
     def evaluate(self, results: list[tuple[int, Any]]) -> None:
         """Pick the checkpoint to report (``eval.selection.select_checkpoint``, the study's rule) and score what
         the study asks for on test."""
-        from doitray.eval.evaluate import evaluate_and_store
         from doitray.eval.selection import select_checkpoint
 
         final_stage, final = results[-1]
@@ -207,12 +216,7 @@ class CellRun:
         ev = self.evaluation
 
         def run(c, stage: int, split: str) -> list[dict]:
-            name = ckpt_name(stage, c.name)
-            evaluate_and_store(self.store, c.hf_path, self.suites(split), template=self.content["template"],
-                               cell_id=self.cid, checkpoint=name, stage=stage, step=c.step, epoch=float(c.epoch),
-                               engine_options=engine_options(c.hf_path, self.cell, self.cache), seed=self.seed,
-                               allow_unsafe_code=bool(ev.get("allow_unsafe_code")))
-            return self._track_scores(stage, self._scores(name, split))
+            return self._score(c.hf_path, ckpt_name(stage, c.name), stage, c.step, float(c.epoch), split)
 
         by_name = {c.name: c for c in ckpts}
         rows = [{"checkpoint": c.name, "step": c.step, "valid_loss": c.valid_loss} for c in ckpts]
@@ -242,8 +246,6 @@ class CellRun:
 
     def evaluate_base(self) -> None:
         """Score the model level's starting weights on test (a base cell): its one checkpoint, ``s0-base``."""
-        from doitray.eval.evaluate import evaluate_and_store
-
         hf = ((self.shared.get("models") or {}).get(self.levels["model"]) or {}).get("hf_dir")
         if not hf:
             raise RuntimeError(f"model level {self.levels['model']!r} has no weights to score as its base (a config "
@@ -252,11 +254,7 @@ class CellRun:
         self.store.write("checkpoints", part_key(self.cid, 0), [
             {"cell_id": self.cid, "checkpoint": name, "stage": 0, "stage_name": "base", "step": 0, "epoch": 0.0,
              "path": None, "hf_path": hf, "valid_loss": None, "selected": True, "created_at": time.time()}])
-        evaluate_and_store(self.store, hf, self.suites("test"), template=self.content["template"], cell_id=self.cid,
-                           checkpoint=name, stage=0, step=0, epoch=0.0,
-                           engine_options=engine_options(hf, self.cell, self.cache), seed=self.seed,
-                           allow_unsafe_code=bool(self.evaluation.get("allow_unsafe_code")))
-        self._track_scores(0, self._scores(name, "test"))
+        self._score(hf, name, 0, 0, 0.0, "test")
         self.track.set_tags({"doitray.selected_checkpoint": name})
 
     # -- all of it ----------------------------------------------------------------------------

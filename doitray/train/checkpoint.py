@@ -47,6 +47,6 @@ def save_checkpoint(w: Worker, metrics: dict, *, final: bool) -> None:
     ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d), checkpoint_dir_name=name,
                      delete_local_checkpoint_after_upload=True)
     if not final:
-        # Each worker holds one report until the controller polls it (every 2 s): this second one returns
+        # Each worker holds one report until the controller polls it: this second one returns
         # only once the checkpoint's report was taken, so a crash in the next steps resumes from it.
         ray.train.report({"step": step, SYNC: True})

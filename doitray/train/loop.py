@@ -62,7 +62,7 @@ def train_loop_per_worker(cfg: dict) -> dict:
             history = []
         elif done % s.log_every == 0:
             # the earlier steps ride along: Train V2 holds one report per worker until its controller
-            # polls (every 2 s), so a report per step would stall fast steps
+            # polls (``stage.POLL_INTERVAL_S``), so a report per step would stall fast steps
             ray.train.report({**metrics, "history": history})
             track.log_report({**metrics, "history": history})
             history = []

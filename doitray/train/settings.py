@@ -39,7 +39,7 @@ class TrainSettings(BaseModel):
         "optimizer step (fewer collectives; each worker holds unsharded parameters and gradients in between)")
     seed: int = 0
     log_every: int = Field(10, ge=1, description="send the buffered per-step metrics every N optimizer steps "
-                           "(and at every checkpoint); each ray.train.report can wait up to 2 s for the controller")
+                           "(and at every checkpoint); each ray.train.report waits for the controller's next poll")
     export_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
 
     @model_validator(mode="after")
