@@ -102,11 +102,13 @@ def cmd_check(args) -> int:
 def cmd_run(args) -> int:
     import ray
 
+    from doitray.eval.engine import fit_to_checkpoint
     from doitray.eval.evaluate import evaluate_checkpoint
 
     if not os.path.isdir(args.hf_dir):
         raise CommandError(f"checkpoint directory {args.hf_dir!r} does not exist")
     suites = _suites(args)
+    opts = {"max_model_len": args.max_model_len} if args.max_model_len else {}
     started = False
     if not ray.is_initialized():
         from doitray.cli.job import check_ray_address
@@ -118,7 +120,7 @@ def cmd_run(args) -> int:
     try:
         res = evaluate_checkpoint(args.hf_dir, suites, template=args.template, cell_id=args.cell_id,
                                   checkpoint=args.checkpoint or Path(args.hf_dir).name,
-                                  engine_options={"max_model_len": args.max_model_len}, seed=args.seed)
+                                  engine_options=fit_to_checkpoint(opts, args.hf_dir), seed=args.seed)
     finally:
         if started:
             ray.shutdown()
@@ -169,7 +171,8 @@ def register(sub) -> None:
     r.add_argument("--template", default="doit", choices=("doit", "fastchat", "hf"))
     r.add_argument("--cell-id", default="adhoc")
     r.add_argument("--checkpoint", default=None)
-    r.add_argument("--max-model-len", type=int, default=2048)
+    r.add_argument("--max-model-len", type=int, default=None,
+                   help="longest prompt + reply (default and cap: the checkpoint's max_position_embeddings)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--out", default=None, help="folder to write predictions.parquet and scores.parquet to")
     r.add_argument("--address", default="local", help="Ray address ('local' starts a private cluster)")

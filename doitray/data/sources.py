@@ -51,6 +51,13 @@ class SourceSpec(BaseModel):
     def model_post_init(self, __context: Any) -> None:
         if self.format != "synthetic" and not self.path:
             raise ValueError(f"source {self.name!r}: path is required for format {self.format!r}")
+        if self.format == "synthetic":
+            from doitray.data.synthetic import OPTIONS
+
+            unknown = sorted(set(self.options) - set(OPTIONS))
+            if unknown:
+                raise ValueError(f"source {self.name!r}: unknown synthetic option(s) {unknown}; allowed: "
+                                 f"{', '.join(OPTIONS)}")
 
 
 @dataclass

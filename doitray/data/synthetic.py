@@ -42,12 +42,18 @@ import random
 import shutil
 from pathlib import Path
 
+from doitray.console import CommandError
 from doitray.data.synthetic_tasks import GENERATORS, Item
 
 VERSION = "synthetic-suite-2"
 ABILITIES = tuple(GENERATORS)
 RANK_ABILITIES = ("code", "creative_writing", "role_play")
 N_TEMPLATES = 5
+OPTIONS = ("seed", "train", "valid", "test", "synthetic", "noise")  # generate_suite's, a source's ``options``
+
+
+class SuiteSizeError(CommandError, ValueError):
+    """The sizes asked for need more distinct prompts than a task family has."""
 
 
 def _seed(*parts) -> int:
@@ -65,8 +71,10 @@ def _draw(ability: str, rng: random.Random, n: int, taken: set[str], *, n_templa
     while len(out) < n:
         tries += 1
         if tries > 200 * n + 1000:
-            raise ValueError(f"synthetic suite: cannot draw {n} distinct {ability!r} prompts (got {len(out)}); "
-                             f"lower the size")
+            fresh = "distinct prompts" if distinct else "prompts that no curated split uses"
+            raise SuiteSizeError(f"synthetic suite: cannot draw {n} {ability!r} {fresh} ({len(taken)} taken by the "
+                                 f"splits before, got {len(out)}) — lower the source's train / valid / test / "
+                                 "synthetic options")
         it = gen(rng, n_templates)
         k = _key(it)
         if k in taken:

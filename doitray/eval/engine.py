@@ -51,7 +51,10 @@ class EngineOptions:
     dtype: str = "auto"
     enforce_eager: bool | None = None  # None: eager on CPU, CUDA graphs on GPU
     max_num_seqs: int = 64
-    batch_size: int = 16  # requests per handle call
+    # requests per handle call: each call is routed by Serve, whose queue-length probe of a replica busy with
+    # vLLM times out (0.1 s) and backs off; a tiny checkpoint's 3,000 items took 6-36 s at 16 per call, a steady
+    # 3.6-4.5 s at 512 (bench/eval_batching.py)
+    batch_size: int = 512
     max_ongoing_requests: int = 64
     seed: int = 0
     # shared: one replica per model shape (config, tokenizer, options) stays up and loads each checkpoint's
@@ -91,6 +94,20 @@ class EngineOptions:
 SERVING_OPTIONS = frozenset({"gpu", "tensor_parallel_size", "num_cpus", "kv_cache_gib", "gpu_memory_utilization",
                              "enforce_eager", "max_num_seqs", "batch_size", "max_ongoing_requests", "shared",
                              "shared_dir", "resources"})
+
+
+def fit_to_checkpoint(options: dict, hf_dir: str) -> dict:
+    """``options`` with ``max_model_len`` capped at the checkpoint's ``max_position_embeddings`` (vLLM refuses a
+    longer one); when unset, that limit."""
+    from doitray.train.storage import join, read_json
+
+    try:
+        limit = read_json(join(hf_dir, "config.json")).get("max_position_embeddings")
+    except OSError:
+        limit = None
+    if not limit:
+        return dict(options)
+    return {**options, "max_model_len": min(int(options.get("max_model_len", limit)), int(limit))}
 
 
 def replica_request(opts: EngineOptions) -> dict[str, Any]:

@@ -292,18 +292,12 @@ def cell_engine(cell: dict) -> dict:
 def engine_options(hf_dir: str, cell: dict, cache: str | None = None) -> dict:
     """The engine options a cell serves ``hf_dir`` with: ``cell_engine``, with ``max_model_len`` capped at what
     the checkpoint supports (and a shared engine's folder in the study's cache)."""
-    from doitray.train.storage import read_json
+    from doitray.eval.engine import fit_to_checkpoint
 
     opts = cell_engine(cell)
     if opts.get("shared") and cache:
         opts.setdefault("shared_dir", os.path.join(cache, "engines"))
-    try:
-        limit = read_json(_join(hf_dir, "config.json")).get("max_position_embeddings")
-    except OSError:
-        limit = None
-    if limit:
-        opts["max_model_len"] = min(int(opts.get("max_model_len", limit)), int(limit))
-    return opts
+    return fit_to_checkpoint(opts, hf_dir)
 
 
 def ckpt_name(stage: int, name: str) -> str:

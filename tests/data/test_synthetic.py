@@ -99,3 +99,20 @@ def test_complexity_is_graded():
     rng = random.Random(0)
     mean = {a: sum(g(rng, 5).complexity for _ in range(200)) / 200 for a, g in GENERATORS.items()}
     assert mean["math"] > mean["understanding"] > mean["biology"] == mean["role_play"] == 1
+
+
+def test_sizes_beyond_a_family_and_unknown_options_are_one_line_errors(tmp_path, capsys):
+    import pytest
+    from pydantic import ValidationError
+
+    from doitray.cli import guarded
+    from doitray.data.sources import SourceSpec
+
+    with pytest.raises(ValidationError, match=r"unknown synthetic option\(s\) \['tset'\]; allowed: seed, train"):
+        SourceSpec(name="suite", format="synthetic", options={"tset": 100})
+    # role-play has 8 personas x 30 topics x 5 templates = 1200 prompts: test and valid take them all
+    too_many = dict(train=20, valid=50, test={"role_play": 1150}, synthetic=0)
+    assert guarded("doitray", lambda: synthetic.generate_suite(tmp_path / "s", **too_many)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert "cannot draw 20 'role_play' distinct prompts (1200 taken" in err and "lower the source's" in err

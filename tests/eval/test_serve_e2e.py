@@ -169,3 +169,22 @@ def test_shared_engine_loads_each_checkpoint_in_place(served, tiny_checkpoint, t
     assert loss_a_again == pytest.approx(loss_a, abs=1e-4)
     assert loss_b == pytest.approx(loss_b_fresh, abs=1e-4) and abs(loss_b - loss_a) > 1e-3
     assert close_shared_engines() == 1 and set(serve.status().applications) == before
+
+
+def test_eval_run_command_serves_a_checkpoint_at_its_own_length(ray_local, tiny_checkpoint, tmp_path, capsys):
+    """``doitray eval run`` on an export whose max_position_embeddings (1024) is below the engine's default (2048):
+    served at the checkpoint's own length (vLLM refuses a longer one), the generated suite's test items scored."""
+    import pandas as pd
+
+    from doitray.cli import main
+    from doitray.data.synthetic import generate_suite
+
+    suite = generate_suite(tmp_path / "suite", train=2, valid=2, test=2, synthetic=0)
+    out = tmp_path / "scores"
+    assert main(["eval", "run", tiny_checkpoint, str(suite), "--format", "doit", "--split", "test",
+                 "--out", str(out)]) == 0
+    scores = pd.read_parquet(out / "scores.parquet")
+    assert len(pd.read_parquet(out / "predictions.parquet")) == 20  # 2 test items of each of the ten abilities
+    per_ability = scores[scores["ability"] != "overall"]
+    assert len(per_ability) == 10 and (per_ability["n"] == 2).all() and "overall" in set(scores["ability"])
+    assert "overall" in capsys.readouterr().out

@@ -198,8 +198,9 @@ DOIT_IDS = [
     ('33b mix recipe:mix-40960 multitask seed=0', '751df5d5ad95'),
 ]
 
-# experiments/studies/default.yaml since 2026-12-02 (pretrained bases, issue 18): 12 tuned cells, computed when it
-# shipped, and since its eighth session the two base cells (volume 0), added without changing the 12
+# experiments/studies/default.yaml from 2026-12-02 to 2026-12-08 (pretrained bases, issue 18), kept as it shipped in
+# tests/assets: 12 tuned cells, computed when it shipped, and since its eighth session the two base cells (volume 0),
+# added without changing the 12
 DEFAULT_PRETRAINED_IDS = [
     ('tiny-xs base (volume=0, not tuned)', 'b0c475735ebb'),
     ('tiny-xs curated balanced volume=160 multitask seed=0', '1f64e6b5ae4b'),
@@ -217,11 +218,36 @@ DEFAULT_PRETRAINED_IDS = [
     ('tiny-s synthetic balanced volume=2560 multitask seed=0', 'a257a0f06927'),
 ]
 
-PINNED = {"default-scratch": DEFAULT_IDS, "default": DEFAULT_PRETRAINED_IDS, "dmt": DMT_IDS, "doit": DOIT_IDS}
+# experiments/studies/default.yaml since 2026-12-08 (bases pretrained in ~790 steps, 300 test items per ability,
+# volumes 40…2560, noisier synthetic data, 48 new tokens), computed when it shipped
+DEFAULT_2026_12_08_IDS = [
+    ('tiny-xs base (volume=0, not tuned)', '37f7cb93e5d7'),
+    ('tiny-xs curated balanced volume=40 multitask seed=0', '90a957fba680'),
+    ('tiny-xs curated balanced volume=160 multitask seed=0', '061a0ff0b7ee'),
+    ('tiny-xs curated balanced volume=640 multitask seed=0', '48f1a6cef7c9'),
+    ('tiny-xs curated balanced volume=2560 multitask seed=0', '9b339a9bca4c'),
+    ('tiny-xs synthetic balanced volume=40 multitask seed=0', '494766d9fcbc'),
+    ('tiny-xs synthetic balanced volume=160 multitask seed=0', '0d755b182d9a'),
+    ('tiny-xs synthetic balanced volume=640 multitask seed=0', '36060e1eb368'),
+    ('tiny-xs synthetic balanced volume=2560 multitask seed=0', '915fd9386e58'),
+    ('tiny-s base (volume=0, not tuned)', '57c1391b22db'),
+    ('tiny-s curated balanced volume=40 multitask seed=0', '175137172e38'),
+    ('tiny-s curated balanced volume=160 multitask seed=0', '2f4533be747e'),
+    ('tiny-s curated balanced volume=640 multitask seed=0', '74d213d29dd0'),
+    ('tiny-s curated balanced volume=2560 multitask seed=0', '9a5b5c30a735'),
+    ('tiny-s synthetic balanced volume=40 multitask seed=0', 'c5aea8138344'),
+    ('tiny-s synthetic balanced volume=160 multitask seed=0', '005e27ab0d3f'),
+    ('tiny-s synthetic balanced volume=640 multitask seed=0', 'cd751c695fd6'),
+    ('tiny-s synthetic balanced volume=2560 multitask seed=0', '2975c0d8e8bb'),
+]
+
+PINNED = {"default-scratch": DEFAULT_IDS, "default-2026-12-02": DEFAULT_PRETRAINED_IDS, "default": DEFAULT_2026_12_08_IDS,
+          "dmt": DMT_IDS, "doit": DOIT_IDS}
 # The shipped default pretrains its bases since 2026-12-02 (init: {pretrain: ...}, a deliberate change of its
-# content, issue 18); its scratch version, kept as it shipped in tests/assets, keeps the original ids, so a level
-# with init: scratch (or pretrained) keeps its ids.
-FILES = {"default-scratch": Path(__file__).resolve().parents[1] / "assets" / "studies" / "default-scratch.yaml"}
+# content, issue 18) and changed its suite and pretraining on 2026-12-08; its earlier versions, kept as they shipped
+# in tests/assets, keep their ids, so a level with init: scratch (or pretrained, or the same pretraining) keeps its ids.
+ASSETS = Path(__file__).resolve().parents[1] / "assets" / "studies"
+FILES = {"default-scratch": ASSETS / "default-scratch.yaml", "default-2026-12-02": ASSETS / "default-2026-12-02.yaml"}
 
 
 @pytest.mark.parametrize("name", list(PINNED))
