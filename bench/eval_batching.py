@@ -67,8 +67,8 @@ def main() -> int:
         finally:
             ray.shutdown()
     med = {k: statistics.median(v) for k, v in times.items()}
-    out = {"items": len(suite.records), "max_tokens": args.max_tokens, "batch_sizes": SIZES, "seconds": times, "median_s": med,
-           "ratio_doitray_over_before": med["doitray"] / med["before"]}
+    out = {"items": len(suite.records), "max_tokens": args.max_tokens, "batch_sizes": SIZES, "seconds": times,
+           "median_s": med, "ratio_doitray_over_before": med["doitray"] / med["before"]}
     if args.json:
         print(json.dumps(out))
         return 0

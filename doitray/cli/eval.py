@@ -102,7 +102,6 @@ def cmd_check(args) -> int:
 def cmd_run(args) -> int:
     import ray
 
-    from doitray.eval.engine import fit_to_checkpoint
     from doitray.eval.evaluate import evaluate_checkpoint
 
     if not os.path.isdir(args.hf_dir):
@@ -120,7 +119,7 @@ def cmd_run(args) -> int:
     try:
         res = evaluate_checkpoint(args.hf_dir, suites, template=args.template, cell_id=args.cell_id,
                                   checkpoint=args.checkpoint or Path(args.hf_dir).name,
-                                  engine_options=fit_to_checkpoint(opts, args.hf_dir), seed=args.seed)
+                                  engine_options=opts, seed=args.seed)
     finally:
         if started:
             ray.shutdown()

@@ -96,18 +96,23 @@ SERVING_OPTIONS = frozenset({"gpu", "tensor_parallel_size", "num_cpus", "kv_cach
                              "shared_dir", "resources"})
 
 
-def fit_to_checkpoint(options: dict, hf_dir: str) -> dict:
-    """``options`` with ``max_model_len`` capped at the checkpoint's ``max_position_embeddings`` (vLLM refuses a
-    longer one); when unset, that limit."""
+def checkpoint_max_len(hf_dir: str) -> int | None:
+    """The checkpoint's ``max_position_embeddings`` (vLLM refuses a longer ``max_model_len``), if its config says."""
     from doitray.train.storage import join, read_json
 
     try:
         limit = read_json(join(hf_dir, "config.json")).get("max_position_embeddings")
     except OSError:
-        limit = None
+        return None
+    return int(limit) if limit else None
+
+
+def fit_to_checkpoint(options: dict, hf_dir: str) -> dict:
+    """``options`` with ``max_model_len`` capped at ``checkpoint_max_len``; when unset, that limit."""
+    limit = checkpoint_max_len(hf_dir)
     if not limit:
         return dict(options)
-    return {**options, "max_model_len": min(int(options.get("max_model_len", limit)), int(limit))}
+    return {**options, "max_model_len": min(int(options.get("max_model_len", limit)), limit)}
 
 
 def replica_request(opts: EngineOptions) -> dict[str, Any]:
@@ -367,8 +372,11 @@ class ServeEngine:
             opts = replace(opts, gpu=_cluster_has_gpu())
             log.info("engine kind guessed from the cluster's resources: gpu=%s (set EngineOptions.gpu to decide)",
                      opts.gpu)
-        self.options = opts
         self.hf_dir = hf_dir if "://" in str(hf_dir) else os.path.abspath(hf_dir)
+        limit = checkpoint_max_len(self.hf_dir)
+        if limit and opts.max_model_len > limit:  # every caller (cells, `doitray eval run`, a judge) gets the cap
+            opts = replace(opts, max_model_len=limit)
+        self.options = opts
         self.app_name = name or f"{APP_PREFIX}{uuid.uuid4().hex[:10]}"
         self.gpu = opts.gpu
         self._started_serve = False

@@ -241,8 +241,8 @@ DEFAULT_2026_12_08_IDS = [
     ('tiny-s synthetic balanced volume=2560 multitask seed=0', '2975c0d8e8bb'),
 ]
 
-PINNED = {"default-scratch": DEFAULT_IDS, "default-2026-12-02": DEFAULT_PRETRAINED_IDS, "default": DEFAULT_2026_12_08_IDS,
-          "dmt": DMT_IDS, "doit": DOIT_IDS}
+PINNED = {"default-scratch": DEFAULT_IDS, "default-2026-12-02": DEFAULT_PRETRAINED_IDS,
+          "default": DEFAULT_2026_12_08_IDS, "dmt": DMT_IDS, "doit": DOIT_IDS}
 # The shipped default pretrains its bases since 2026-12-02 (init: {pretrain: ...}, a deliberate change of its
 # content, issue 18) and changed its suite and pretraining on 2026-12-08; its earlier versions, kept as they shipped
 # in tests/assets, keep their ids, so a level with init: scratch (or pretrained, or the same pretraining) keeps its ids.
